@@ -1,0 +1,304 @@
+"""The ``cbst-tf`` command line: parse, load the config, call one library function.
+
+Expected failures (:class:`~cbst_tf.errors.CbstError`) print one line and exit with
+their code (1; bad config 2; failed quality gate 3); Ctrl-C exits 130; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cbst_tf import __version__, progress
+from cbst_tf.config import Config, load_config
+from cbst_tf.errors import CbstError, NotImplementedYet
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Class-balanced self-training (CBST) for domain-adaptive segmentation.")
+data_app = typer.Typer(no_args_is_help=True, help="Convert real datasets; synthesise the embedded benchmark.")
+model_app = typer.Typer(no_args_is_help=True, help="Inspect the networks.")
+config_app = typer.Typer(no_args_is_help=True, help="Show the resolved config or its reference.")
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+app.add_typer(config_app, name="config")
+
+_STATE = {"debug": False}
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override: a.b=value (repeatable).")]
+WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help="Run directory (runtime.workdir).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cbst-tf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Log lines instead of bars.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    _STATE["debug"] = debug
+    progress.configure(enabled=not no_progress)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a library call, mapping expected failures to one line and an exit code."""
+    try:
+        return fn(*args, **kwargs)
+    except CbstError as exc:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        if _STATE["debug"]:
+            raise
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _library(module: str, name: str) -> Any:
+    """Import a library entry point; a module not written yet is 'not implemented yet'."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise NotImplementedYet(f"not implemented yet ({module})") from None
+        raise
+    return getattr(mod, name)
+
+
+def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, extra: list[str] = ()) -> Config:
+    overrides = list(sets or []) + list(extra)
+    if workdir is not None:
+        overrides.append(f"runtime.workdir={workdir}")
+    cfg = load_config(config, overrides)
+    progress.configure(log_every=cfg.runtime.log_every_items)
+    return cfg
+
+
+def _call(module: str, name: str, config: Path | None, sets: list[str] | None, workdir: Path | None,
+          extra: list[str] = (), **kwargs: Any) -> Any:
+    def go() -> Any:
+        cfg = _config(config, sets, workdir, extra)
+        return _library(module, name)(cfg, **kwargs)
+
+    return _guard(go)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("convert")
+def data_convert(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="cityscapes|gta5|synthia|nthu|bdd|folder")],
+    root: Annotated[Path, typer.Option("--root", help="Dataset root in its original layout.")],
+    out: Annotated[Path, typer.Option("--out", help="Output TFRecord directory.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Split (train/val/test; NTHU: City/train).")] = None,
+    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
+) -> None:
+    """Convert a dataset folder in its real layout into sharded TFRecords + manifest.json."""
+    fn = lambda: _library("cbst_tf.data.convert", "convert_dataset")(  # noqa: E731
+        fmt=fmt, root=root, out=out, split=split, shards=shards, skip_bad=skip_bad, workers=workers,
+        command=" ".join(["cbst-tf"] + sys.argv[1:]))
+    manifest = _guard(fn)
+    typer.echo(f"wrote {manifest['num_examples']} examples in {len(manifest['shards'])} shards to {out}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Output root (GTA5/Cityscapes/NTHU layouts inside).")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    size: Annotated[str, typer.Option("--size", help="HxW of every image.")] = "128x256",
+    n_source: Annotated[int, typer.Option("--n-source", min=1)] = 400,
+    n_target: Annotated[int, typer.Option("--n-target", min=1)] = 200,
+    n_val: Annotated[int, typer.Option("--n-val", min=1)] = 100,
+    cities: Annotated[str, typer.Option("--cities", help="Comma-separated NTHU-style cities ('' for none).")] = "Rome,Rio,Tokyo,Taipei",
+    n_city: Annotated[int, typer.Option("--n-city", min=1, help="Labelled test images per city.")] = 100,
+) -> None:
+    """Render the embedded street-scene domain-adaptation benchmark."""
+    fn = lambda: _library("cbst_tf.synth.generate", "synthesize")(  # noqa: E731
+        out=out, seed=seed, size=parse_hw(size), n_source=n_source, n_target=n_target, n_val=n_val,
+        cities=[c for c in cities.split(",") if c], n_city=n_city)
+    summary = _guard(fn)
+    typer.echo(f"wrote the synthetic benchmark to {out}: {summary}")
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'128x256' -> (128, 256), with a one-line error otherwise."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h <= 0 or w <= 0:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"expected HxW with positive integers, got {text!r}") from None
+    return h, w
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@model_app.command("summary")
+def model_summary(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    input_hw: Annotated[str, typer.Option("--input", help="Input HxW.")] = "512x1024",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Layers, parameter count and FLOPs of the configured network at an input size."""
+    hw = parse_hw(input_hw)
+    _call("cbst_tf.models.summary", "print_summary", config, set_, None, input_hw=hw, as_json=as_json)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved config as YAML."""
+    from cbst_tf.config import dump_yaml
+
+    typer.echo(dump_yaml(_guard(_config, config, set_, None)), nl=False)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the config reference (Markdown table generated from the dataclasses)."""
+    from cbst_tf.config import reference_markdown
+
+    typer.echo(reference_markdown(), nl=False)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+@app.command()
+def pretrain(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """Supervised training on the labelled source domain (resumable)."""
+    _call("cbst_tf.train.steps", "run_pretrain", config, set_, workdir)
+
+
+@app.command()
+def priors(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """Class-wise spatial priors from the source labels (section 4.4, Fig. 2)."""
+    _call("cbst_tf.selftrain.priors_step", "run_priors", config, set_, workdir)
+
+
+@app.command()
+def label(
+    round_: Annotated[int, typer.Option("--round", "-r", min=1, help="Self-training round R.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process one slice of the target.")] = None,
+    phase: Annotated[str, typer.Option("--phase", help="all | stats | write")] = "all",
+) -> None:
+    """Pseudo-label the target for round R (Algorithms 1/2, Eqs. 5/8/9)."""
+    if phase not in ("all", "stats", "write"):
+        raise typer.BadParameter(f"--phase must be all, stats or write, got {phase!r}")
+    _call("cbst_tf.selftrain.label_step", "run_label", config, set_, workdir,
+          round_=round_, shard=parse_shard(shard), phase=phase)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'2/8' -> (2, 8); None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n, got {text!r}") from None
+    return i, n
+
+
+@app.command()
+def finetune(
+    round_: Annotated[int, typer.Option("--round", "-r", min=1, help="Self-training round R.")],
+    config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
+) -> None:
+    """Network update of round R on source + pseudo-labelled target (resumable)."""
+    _call("cbst_tf.train.steps", "run_finetune", config, set_, workdir, round_=round_)
+
+
+@app.command()
+def selftrain(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """All rounds: label, finetune, label, ... (resumes after the last finished step)."""
+    _call("cbst_tf.selftrain.driver", "run_selftrain", config, set_, workdir)
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Keras .weights.h5 file.")] = None,
+    split: Annotated[Optional[Path], typer.Option("--split", help="Labelled TFRecord dir (data.target_eval).")] = None,
+    scales: Annotated[Optional[str], typer.Option("--scales", help="e.g. 0.5,0.75,1.0")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory.")] = None,
+    min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Exit 3 when mIoU is below.")] = None,
+    save_predictions: Annotated[Optional[str], typer.Option("--save-predictions", help="N or all")] = None,
+) -> None:
+    """mIoU on the labelled target split under the configured protocol."""
+    extra = []
+    if split is not None:
+        extra.append(f"data.target_eval={split}")
+    if scales is not None:
+        extra.append(f"eval.scales=[{scales}]")
+    if flip is not None:
+        extra.append(f"eval.flip={str(flip).lower()}")
+    if min_miou is not None:
+        extra.append(f"eval.min_miou={min_miou}")
+    if save_predictions is not None:
+        extra.append(f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}")
+    _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)
+
+
+@app.command()
+def crossval(
+    city: Annotated[str, typer.Option("--city", help="NTHU city, e.g. Rome.")],
+    config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
+    min_miou: Annotated[Optional[float], typer.Option("--min-miou")] = None,
+) -> None:
+    """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
+    extra = [f"eval.min_miou={min_miou}"] if min_miou is not None else []
+    _call("cbst_tf.evaluate.crossval", "run_crossval", config, set_, workdir, extra, city=city)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo_out"),
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    fast: Annotated[bool, typer.Option("--fast", help="A much smaller run (CI smoke test).")] = False,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """The paper's ablation end to end on the embedded benchmark, with a report."""
+    def go() -> Any:
+        cfg = _config(config, set_, None)
+        return _library("cbst_tf.demo", "run_demo")(cfg, out=out, seed=seed, fast=fast,
+                                                      config_given=config is not None)
+
+    _guard(go)
+
+
+def main() -> None:
+    """Console-script entry: accept --debug/--no-progress anywhere on the line."""
+    argv = sys.argv[1:]
+    front = [a for a in argv if a in ("--debug", "--no-progress")]
+    rest = [a for a in argv if a not in ("--debug", "--no-progress")]
+    app(args=front + rest, prog_name="cbst-tf")
+
+
+if __name__ == "__main__":
+    main()

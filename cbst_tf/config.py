@@ -1,0 +1,374 @@
+"""The one typed configuration tree of an experiment.
+
+Load order (big_vision style): dataclass defaults, then the YAML file given with
+``--config`` (which may name a ``base:`` YAML that it extends, resolved relative to
+itself), then repeatable ``--set a.b=value`` overrides. Every unknown key, wrong type
+and out-of-range value raises :class:`~cbst_tf.errors.ConfigError` with one line that
+names the key, the file and, for a typo, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cbst_tf.errors import ConfigError
+
+
+def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
+    """Field metadata: the closed (or left-open) range a number must lie in."""
+    return {"range": (lo, hi, lo_open)}
+
+
+@dataclass
+class DataConfig:
+    """Where the converted TFRecord datasets live and how they are read."""
+
+    source: str = ""  # labelled source-domain TFRecord directory (has manifest.json)
+    target: str = ""  # unlabelled target-domain TFRecord directory (pseudo-labelled)
+    target_eval: str = ""  # labelled target-domain TFRecord directory for evaluation
+    num_classes: int = field(default=19, metadata=_rng(2, 254))
+    crop_size: list[int] = field(default_factory=lambda: [500, 500])
+    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
+    flip: bool = True
+    # RGB means: padding value of random crops (the network subtracts them, so padding is 0).
+    image_mean: list[float] = field(default_factory=lambda: [123.68, 116.78, 103.94])
+    # Resize factor applied to every image before the network in label/evaluate; labels
+    # stay at full resolution and logits are resized back to them.
+    input_scale: float = field(default=1.0, metadata=_rng(0.05, 4.0))
+    shuffle_buffer: int = field(default=256, metadata=_rng(1))
+    parallel_calls: int = field(default=4, metadata=_rng(1, 256))
+    cycle_length: int = field(default=4, metadata=_rng(1, 256))
+    prefetch: int = field(default=2, metadata=_rng(0, 64))
+
+
+@dataclass
+class ModelConfig:
+    """Which network, how wide, and how it is initialised."""
+
+    name: Literal["fcn8s_vgg16", "resnet38"] = "fcn8s_vgg16"
+    width: float = field(default=1.0, metadata=_rng(0.01, 4.0))
+    # None | "imagenet" (Keras cache) | path to a local Keras weights .h5 file.
+    weights: str | None = None
+    dropout: float = field(default=0.5, metadata=_rng(0.0, 0.99))
+    freeze_bn: bool = False  # ResNet-38: keep BatchNorm statistics fixed (official code)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of ``pretrain`` and ``finetune`` (paper appendix A, official code)."""
+
+    global_batch_size: int = field(default=2, metadata=_rng(1))
+    steps: int = field(default=1000, metadata=_rng(1))  # pretrain steps
+    lr: float = field(default=1e-4, metadata=_rng(0.0, 10.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=_rng(0.0, 0.999))
+    weight_decay: float = field(default=5e-4, metadata=_rng(0.0, 1.0))
+    schedule: Literal["fixed", "poly", "round_decay"] = "poly"
+    poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
+    classifier_lr_mult: float = field(default=1.0, metadata=_rng(0.0, 100.0))
+    checkpoint_every: int = field(default=500, metadata=_rng(1))
+    keep_checkpoints: int = field(default=3, metadata=_rng(1))
+    log_every: int = field(default=20, metadata=_rng(1))
+
+
+@dataclass
+class SelfTrainConfig:
+    """Pseudo-label rounds: Algorithms 1/2, Eqs. 5/8/9 and the self-paced policy."""
+
+    method: Literal["source_only", "st", "st_sp", "cbst", "cbst_sp"] = "cbst_sp"
+    rounds: int = field(default=3, metadata=_rng(0, 100))
+    # Self-paced portion p_R = min(p0 + (R-1) * dp, p_max) (section 4.3, appendix A).
+    portion_start: float = field(default=0.2, metadata=_rng(0.0, 1.0, lo_open=True))
+    portion_step: float = field(default=0.05, metadata=_rng(0.0, 1.0))
+    portion_max: float = field(default=0.5, metadata=_rng(0.0, 1.0, lo_open=True))
+    epochs_per_round: float = field(default=2.0, metadata=_rng(0.0, 1000.0, lo_open=True))
+    # "official": exp(-k_c) is the value at 0-based index floor(p*N_c)-1 of the descending
+    # confidences; "paper": at 1-based rank round(p*N_c) as written in section 4.3.
+    rank: Literal["official", "paper"] = "official"
+    subsample: int = field(default=1, metadata=_rng(1, 64))  # official code: every 4th pixel
+    # Spatial priors (section 4.4): frequency maps at this resolution, smoothed with a
+    # Gaussian whose 70x70 support is given in source-image pixels.
+    prior_size: list[int] = field(default_factory=lambda: [128, 256])
+    prior_kernel: int = field(default=70, metadata=_rng(1))
+    # Source samples mixed into finetuning (official code: 3%, +0.25%/round, max 6%).
+    source_portion_start: float = field(default=0.03, metadata=_rng(0.0, 1.0))
+    source_portion_step: float = field(default=0.0025, metadata=_rng(0.0, 1.0))
+    source_portion_max: float = field(default=0.06, metadata=_rng(0.0, 1.0))
+    # Hard-sample mining (section 5): probability of centring a target crop on a rare class.
+    mine_port: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    rare_threshold: float = field(default=0.001, metadata=_rng(0.0, 1.0))
+    rare_min_classes: int = field(default=3, metadata=_rng(0, 254))
+    lr_round_decay: float = field(default=1.4142135623730951, metadata=_rng(1.0, 100.0))
+    test_scales: list[float] = field(default_factory=lambda: [1.0])
+    test_flip: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """mIoU protocol and test-time options."""
+
+    protocol: Literal["cityscapes19", "synthia16", "synthia13", "nthu13"] = "cityscapes19"
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    min_miou: float | None = field(default=None, metadata=_rng(0.0, 100.0))
+    save_predictions: int = field(default=0, metadata=_rng(-1))  # -1 = all
+
+
+@dataclass
+class RuntimeConfig:
+    """Where runs go and how they execute."""
+
+    workdir: str = "runs/default"
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    xla: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    log_every_items: int = field(default=50, metadata=_rng(1))
+
+
+@dataclass
+class Config:
+    """The whole experiment."""
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# ----------------------------------------------------------------------------- typing
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it in canonical form."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(
+        f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+    )
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin is typing.Union or type(tp).__name__ == "UnionType":
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise bad
+
+
+def _check_range(value: Any, meta: dict, key: str, where: str) -> None:
+    if "range" not in meta or value is None:
+        return
+    lo, hi, lo_open = meta["range"]
+    if (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and value > hi
+    ):
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        bracket = "(" if lo_open else "["
+        raise ConfigError(f"{where}: key '{key}' = {value!r} is out of range {bracket}{lo_s}, {hi_s}]")
+
+
+def _suggest(name: str, options: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _apply(obj: Any, updates: dict, prefix: str, where: str) -> None:
+    """Merge a nested dict into dataclass ``obj`` in place, validating every key."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where}: key '{prefix or '<root>'}' expects a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(name), list(fields), prefix)}")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            _apply(getattr(obj, name), value, key + ".", where)
+            continue
+        value = _coerce(value, tp, key, where)
+        _check_range(value, dict(fields[name].metadata), key, where)
+        setattr(obj, name, value)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML experiment, following ``base:`` links (relative to the file)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("base", None)
+    if base is None:
+        return {str(path): data}
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: key 'base' expects a path string, got {base!r}")
+    chain = _read_yaml(path.parent / base, seen + (path,))
+    chain[str(path)] = data
+    return chain
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value``; the value is parsed as YAML (``[1,2]``, ``true``, ``null``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the resolved :class:`Config`: defaults, YAML (with ``base:``), overrides."""
+    cfg = Config()
+    if path is not None:
+        for where, data in _read_yaml(Path(path)).items():
+            _apply(cfg, data, "", where)
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply(cfg, _nest(key, value), "", f"--set {key}")
+    validate(cfg, str(path) if path else "<defaults>")
+    return cfg
+
+
+def validate(cfg: Config, where: str) -> None:
+    """Cross-field checks that a single field's type and range cannot express."""
+
+    def pair(key: str, value: list, positive: bool = True) -> None:
+        if len(value) != 2 or (positive and min(value) <= 0):
+            raise ConfigError(f"{where}: key '{key}' expects two positive numbers, got {value!r}")
+
+    pair("data.crop_size", cfg.data.crop_size)
+    pair("data.scale_range", cfg.data.scale_range)
+    if cfg.data.scale_range[0] > cfg.data.scale_range[1]:
+        raise ConfigError(f"{where}: key 'data.scale_range' must be [low, high], got {cfg.data.scale_range}")
+    if len(cfg.data.image_mean) != 3:
+        raise ConfigError(f"{where}: key 'data.image_mean' expects 3 numbers, got {cfg.data.image_mean}")
+    pair("selftrain.prior_size", cfg.selftrain.prior_size)
+    for key, scales in (("eval.scales", cfg.eval.scales), ("selftrain.test_scales", cfg.selftrain.test_scales)):
+        if not scales or min(scales) <= 0:
+            raise ConfigError(f"{where}: key '{key}' expects a non-empty list of positive scales, got {scales}")
+    if cfg.selftrain.portion_start > cfg.selftrain.portion_max:
+        raise ConfigError(
+            f"{where}: key 'selftrain.portion_start' = {cfg.selftrain.portion_start} exceeds "
+            f"selftrain.portion_max = {cfg.selftrain.portion_max}"
+        )
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain nested dicts (for YAML/JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_resolved(cfg: Config, run_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the fully resolved config into the run directory (atomically)."""
+    from cbst_tf.io import atomic_write_text
+
+    out = Path(run_dir) / name
+    atomic_write_text(out, dump_yaml(cfg))
+    return out
+
+
+def reference_markdown() -> str:
+    """The config reference (every key, type, default) generated from the dataclasses."""
+    lines = ["| key | type | default |", "| --- | --- | --- |"]
+
+    def walk(obj: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            meta = dict(f.metadata).get("range")
+            tp = _type_name(hints[f.name])
+            if meta:
+                lo, hi, lo_open = meta
+                tp += f", {'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+            lines.append(f"| `{prefix}{f.name}` | {tp} | `{value!r}` |")
+
+    walk(Config(), "")
+    return "\n".join(lines) + "\n"
