@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,9 +29,9 @@ app.add_typer(config_app, name="config")
 
 _STATE = {"debug": False}
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override: a.b=value (repeatable).")]
-WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help="Run directory (runtime.workdir).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: a.b=value (repeatable).")]
+WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Run directory (runtime.workdir).")]
 
 
 def _version(value: bool) -> None:
@@ -103,7 +103,7 @@ def data_convert(
     fmt: Annotated[str, typer.Option("--format", "-f", help="cityscapes|gta5|synthia|nthu|bdd|folder")],
     root: Annotated[Path, typer.Option("--root", help="Dataset root in its original layout.")],
     out: Annotated[Path, typer.Option("--out", help="Output TFRecord directory.")],
-    split: Annotated[Optional[str], typer.Option("--split", help="Split (train/val/test; NTHU: City/train).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split (train/val/test; NTHU: City/train).")] = None,
     shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
@@ -201,7 +201,7 @@ def label(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workdir: WorkdirOpt = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process one slice of the target.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="i/n: process one slice of the target.")] = None,
     phase: Annotated[str, typer.Option("--phase", help="all | stats | write")] = "all",
 ) -> None:
     """Pseudo-label the target for round R (Algorithms 1/2, Eqs. 5/8/9)."""
@@ -242,13 +242,13 @@ def selftrain(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt
 @app.command()
 def evaluate(
     config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Keras .weights.h5 file.")] = None,
-    split: Annotated[Optional[Path], typer.Option("--split", help="Labelled TFRecord dir (data.target_eval).")] = None,
-    scales: Annotated[Optional[str], typer.Option("--scales", help="e.g. 0.5,0.75,1.0")] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory.")] = None,
-    min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Exit 3 when mIoU is below.")] = None,
-    save_predictions: Annotated[Optional[str], typer.Option("--save-predictions", help="N or all")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Keras .weights.h5 file.")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Labelled TFRecord dir (data.target_eval).")] = None,
+    scales: Annotated[str | None, typer.Option("--scales", help="e.g. 0.5,0.75,1.0")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    min_miou: Annotated[float | None, typer.Option("--min-miou", help="Exit 3 when mIoU is below.")] = None,
+    save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="N or all")] = None,
 ) -> None:
     """mIoU on the labelled target split under the configured protocol."""
     extra = []
@@ -269,7 +269,7 @@ def evaluate(
 def crossval(
     city: Annotated[str, typer.Option("--city", help="NTHU city, e.g. Rome.")],
     config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
-    min_miou: Annotated[Optional[float], typer.Option("--min-miou")] = None,
+    min_miou: Annotated[float | None, typer.Option("--min-miou")] = None,
 ) -> None:
     """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
     extra = [f"eval.min_miou={min_miou}"] if min_miou is not None else []

@@ -236,7 +236,7 @@ def _suggest(name: str, options: list[str], prefix: str = "") -> str:
 def _apply(obj: Any, updates: dict, prefix: str, where: str) -> None:
     """Merge a nested dict into dataclass ``obj`` in place, validating every key."""
     if not isinstance(updates, dict):
-        raise ConfigError(f"{where}: key '{prefix or '<root>'}' expects a mapping, got {updates!r}")
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {updates!r}")
     hints = typing.get_type_hints(type(obj))
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in updates.items():
