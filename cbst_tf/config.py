@@ -82,6 +82,10 @@ class SelfTrainConfig:
     """Pseudo-label rounds: Algorithms 1/2, Eqs. 5/8/9 and the self-paced policy."""
 
     method: Literal["source_only", "st", "st_sp", "cbst", "cbst_sp"] = "cbst_sp"
+    # Source model that round 1 starts from; default <workdir>/pretrain/final.weights.h5.
+    source_weights: str | None = None
+    # Spatial priors (.npy from `cbst-tf priors`); default <workdir>/priors/priors.npy.
+    priors: str | None = None
     rounds: int = field(default=3, metadata=_rng(0, 100))
     # Self-paced portion p_R = min(p0 + (R-1) * dp, p_max) (section 4.3, appendix A).
     portion_start: float = field(default=0.2, metadata=_rng(0.0, 1.0, lo_open=True))
