@@ -1,0 +1,67 @@
+"""Checkpoints of a training run and the atomic export of its final weights.
+
+Under MultiWorkerMirroredStrategy every worker must take part in ``save`` (variables may need
+collective reads), but only the chief's files are kept: the others write into a private
+temporary directory that is removed right after (the tf.distribute multi-worker recipe).
+Every worker restores from the chief's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+
+class RunCheckpoint:
+    """Model + optimiser + step counter in ``directory``, keeping the newest ``keep`` checkpoints."""
+
+    def __init__(self, directory: str | Path, keep: int, *, is_chief: bool = True, worker_index: int = 0,
+                 **objects):
+        self.directory = Path(directory)
+        self.is_chief = is_chief
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        write_dir = self.directory if is_chief else self.directory / f".worker-{worker_index}"
+        self._write_dir = write_dir
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(write_dir), max_to_keep=keep,
+                                                  checkpoint_name="ckpt")
+
+    @property
+    def latest(self) -> str | None:
+        """Path prefix of the chief's newest checkpoint (None before the first save)."""
+        return tf.train.latest_checkpoint(str(self.directory))
+
+    def restore_latest(self) -> str | None:
+        latest = self.latest
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+    def save(self, step: int) -> str:
+        path = self.manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self._write_dir, ignore_errors=True)
+        return path
+
+
+def export_weights(model: keras.Model, path: str | Path) -> Path:
+    """Write ``model``'s weights to ``path`` atomically (Keras needs the ``.weights.h5`` suffix).
+
+    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-PID``, which Keras refuses, so the
+    temporary file here keeps the suffix: ``.tmp-PID-<name>.weights.h5``, then ``os.replace``.
+    """
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"{path}: Keras weights files must end in .weights.h5")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save_weights(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
