@@ -1,0 +1,48 @@
+"""``cbst-tf selftrain``: every step of an experiment, resumable.
+
+source model (``pretrain``) -> spatial priors (``priors``, for ``*_sp`` methods) -> for
+R = 1..rounds: pseudo-labels (``label``, step a of section 4.1) then the network update
+(``finetune``, step b). Each step writes ``DONE`` last and is skipped when it exists, so
+rerunning after an interruption resumes after the last finished step and never redoes
+finished work; a step interrupted mid-way resumes from its own checkpoints or caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cbst_tf import progress
+from cbst_tf.config import Config
+from cbst_tf.io import atomic_write_json, read_json
+from cbst_tf.runs import is_done, priors_file, round_dir, start_step, step_dir, weights_before_round
+
+
+def run_selftrain(cfg: Config) -> Path:
+    """Run (or resume) the whole experiment; returns the final model's weights file."""
+    from cbst_tf.train.steps import run_finetune, run_pretrain
+
+    start_step(cfg)
+    method = cfg.selftrain.method
+    if not cfg.selftrain.source_weights:
+        run_pretrain(cfg)
+    if method.endswith("_sp") and not priors_file(cfg).is_file():
+        from cbst_tf.selftrain.priors_step import run_priors
+
+        run_priors(cfg)
+    rounds = 0 if method == "source_only" else cfg.selftrain.rounds
+    summary = []
+    for r in range(1, rounds + 1):
+        if not is_done(round_dir(cfg, r, "label")):
+            from cbst_tf.selftrain.label_step import run_label
+
+            run_label(cfg, r)
+        if not is_done(round_dir(cfg, r, "finetune")):
+            run_finetune(cfg, r)
+        stats = read_json(round_dir(cfg, r, "label") / "stats.json")
+        summary.append({k: stats[k] for k in ("round", "portion", "thresholds", "predicted_pixels",
+                                              "selected_pixels", "rare_classes")})
+        progress.log(f"round {r}/{rounds} done")
+    final = weights_before_round(cfg, rounds + 1)
+    atomic_write_json(step_dir(cfg) / "selftrain.json", {"method": method, "rounds": summary,
+                                                         "final_weights": str(final)})
+    return final

@@ -1,0 +1,222 @@
+"""``cbst-tf label --round R``: step a) of the block coordinate descent (section 4.1).
+
+Phase ``stats`` runs the round's model over one slice of the unlabelled target (in
+deterministic order), caches its stride-level logits and accumulates the exact streaming
+confidence histograms (:class:`~cbst_tf.selftrain.ConfidenceHistogram`). Phase ``write``
+merges every slice's histograms, turns them into thresholds exp(-k_c) for the round's
+portion p_R (Algorithm 1 for ST, Algorithm 2 for CBST; priors per Eq. 9) and writes the
+slice's pseudo-labels (Eq. 5 / Eq. 8 / Eq. 9) as TFRecords that ``finetune`` reads like
+any labelled dataset. The last slice to finish writes ``manifest.json``, ``stats.json``
+and ``DONE``. ``--shard i/n`` lets a Kubernetes Indexed Job fan both phases out.
+
+Disk: the pseudo-label TFRecords re-store the target image bytes (Cityscapes train,
+2,975 PNGs: about 6.5 GB per round) plus a small PNG of train ids per image; the logit
+cache (float16, 1/8 resolution: about 1.2 MB per image and test pass) is deleted once the
+round's labels are complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from cbst_tf import progress
+from cbst_tf.config import Config
+from cbst_tf.errors import CbstError
+from cbst_tf.io import atomic_write_json, read_json
+from cbst_tf.runs import is_done, priors_file, require, round_dir, start_step, weights_before_round
+from cbst_tf.selftrain.logit_cache import (
+    StrideLogits,
+    cache_path,
+    load_logits,
+    probs_from_logits,
+    save_logits,
+)
+from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, write_part
+
+METHOD_MODE = {"st": "st", "st_sp": "st", "cbst": "cbst", "cbst_sp": "cbst"}
+
+
+def method_mode(cfg: Config) -> tuple[str, bool]:
+    """(``st`` | ``cbst``, uses spatial priors) for ``selftrain.method``."""
+    method = cfg.selftrain.method
+    if method not in METHOD_MODE:
+        raise CbstError(f"selftrain.method={method!r} makes no pseudo-labels (choose st, st_sp, cbst or cbst_sp)")
+    return METHOD_MODE[method], method.endswith("_sp")
+
+
+def _load_priors(cfg: Config) -> np.ndarray:
+    path = require(priors_file(cfg), "spatial priors", "run `cbst-tf priors` first")
+    try:
+        priors = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise CbstError(f"{path}: cannot read priors ({exc})") from None
+    if priors.ndim != 3 or priors.shape[-1] != cfg.data.num_classes:
+        raise CbstError(f"{path}: priors shape {priors.shape} does not match {cfg.data.num_classes} classes")
+    return priors
+
+
+class _PriorsAtSize:
+    """Priors resized to each image size on first use (images of a dataset share few sizes)."""
+
+    def __init__(self, priors: np.ndarray | None):
+        self.priors = priors
+        self.cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, size: tuple[int, int]) -> np.ndarray | None:
+        if self.priors is None:
+            return None
+        if size not in self.cache:
+            from cbst_tf.selftrain import resize_priors
+
+            self.cache[size] = resize_priors(self.priors, size)
+        return self.cache[size]
+
+
+def _load_label_model(cfg: Config, round_: int):
+    from cbst_tf.models import build_model, load_weights
+
+    weights = require(weights_before_round(cfg, round_), "model weights",
+                      "run `cbst-tf pretrain`" if round_ == 1 else f"run `cbst-tf finetune --round {round_ - 1}`")
+    model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
+                        upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn)
+    load_weights(model, weights)
+    return model, weights
+
+
+def _target_examples(cfg: Config, shard: tuple[int, int]):
+    from cbst_tf.data.reader import eval_dataset, read_manifest
+
+    if not cfg.data.target:
+        raise CbstError("data.target: no unlabelled target TFRecord directory configured")
+    total = int(read_manifest(cfg.data.target)["num_examples"])
+    count = len(range(shard[0], total, shard[1]))
+    return eval_dataset(cfg.data.target, cfg.data, shard=shard).as_numpy_iterator(), count
+
+
+def _hist_path(label_dir: Path, i: int, n: int) -> Path:
+    return label_dir / "hist" / f"shard-{i:05d}-of-{n:05d}.npz"
+
+
+def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+    from cbst_tf.selftrain import ConfidenceHistogram
+
+    out = _hist_path(label_dir, *shard)
+    if out.is_file():
+        return
+    model, _ = _load_label_model(cfg, round_)
+    infer = StrideLogits(model, cfg.selftrain.test_scales, cfg.selftrain.test_flip, cfg.data.input_scale)
+    cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
+    hist = ConfidenceHistogram(cfg.data.num_classes)
+    examples, count = _target_examples(cfg, shard)
+    for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: inference {shard[0]}/{shard[1]}")):
+        source_id = ex["source_id"].decode()
+        path = cache_path(cache_dir, k)
+        logits = load_logits(path, source_id, len(infer.passes))
+        if logits is None:
+            logits = infer(ex["image"])
+            save_logits(path, source_id, logits)
+        size = tuple(ex["image"].shape[:2])
+        hist.update(probs_from_logits(logits, size), priors=priors(size), subsample=cfg.selftrain.subsample)
+    hist.to_npz(out)
+
+
+def merged_histogram(label_dir: Path, n: int, num_classes: int):
+    """Sum of every slice's histograms; a one-line error lists the slices still missing."""
+    from cbst_tf.selftrain import ConfidenceHistogram
+
+    paths = [_hist_path(label_dir, i, n) for i in range(n)]
+    missing = [str(i) for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise CbstError(f"{label_dir / 'hist'}: phase 'stats' not finished for shard(s) "
+                        f"{', '.join(missing)} of {n}; run `cbst-tf label --phase stats --shard i/{n}` for them")
+    total = ConfidenceHistogram(num_classes)
+    for p in paths:
+        total = total.merge(ConfidenceHistogram.from_npz(p))
+    return total
+
+
+def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
+    """Thresholds exp(-k_c) of round R from the merged histograms (same result in every slice)."""
+    from cbst_tf.selftrain import portion_for_round, rare_classes
+
+    mode, _ = method_mode(cfg)
+    st = cfg.selftrain
+    portion = portion_for_round(round_, st.portion_start, st.portion_step, st.portion_max)
+    hist = merged_histogram(label_dir, n, cfg.data.num_classes)
+    thresholds = hist.thresholds(portion, mode, rank=st.rank)
+    predicted = hist.predicted_pixels
+    info = {
+        "round": round_, "portion": portion, "mode": mode, "method": st.method, "rank": st.rank,
+        "thresholds": [float(t) for t in thresholds],
+        "predicted_pixels": [int(v) for v in predicted],
+        "rare_classes": [int(c) for c in rare_classes(predicted, st.rare_threshold, st.rare_min_classes)],
+    }
+    atomic_write_json(label_dir / "thresholds.json", info)
+    return info
+
+
+def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+    from cbst_tf.selftrain import assign_pseudo_labels
+
+    i, n = shard
+    part = label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
+    if part.is_file():
+        finalize_if_complete(cfg, label_dir, n)
+        return
+    info = round_thresholds(cfg, label_dir, round_, n)
+    mode, _ = method_mode(cfg)
+    thresholds = np.asarray(info["thresholds"], np.float64)
+    infer = None
+    cache_dir = label_dir / "cache" / f"{i}-of-{n}"
+    examples, count = _target_examples(cfg, shard)
+    selected = np.zeros(cfg.data.num_classes, np.int64)
+    records, previews = [], []
+    for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: writing {i}/{n}")):
+        source_id = ex["source_id"].decode()
+        num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
+        logits = load_logits(cache_path(cache_dir, k), source_id, num_passes)
+        if logits is None:  # cache deleted or phases run on different machines: recompute
+            if infer is None:
+                infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
+                                     cfg.selftrain.test_flip, cfg.data.input_scale)
+            logits = infer(ex["image"])
+        size = tuple(ex["image"].shape[:2])
+        labels = assign_pseudo_labels(probs_from_logits(logits, size), thresholds, mode, priors=priors(size))
+        selected += np.bincount(labels[labels != 255], minlength=cfg.data.num_classes)[: cfg.data.num_classes]
+        records.append((ex["encoded"], ex["format"].decode(), size, source_id, labels))
+        if i == 0 and len(previews) < 4:
+            previews.append((ex["image"], labels))
+    write_part(label_dir, shard, records, selected, previews)
+    finalize_if_complete(cfg, label_dir, n)
+
+
+def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: str = "all") -> Path:
+    """Pseudo-label the target for round R; returns ``<workdir>/round_R/label``."""
+    mode, use_priors = method_mode(cfg)
+    label_dir = round_dir(cfg, round_, "label")
+    if is_done(label_dir):
+        progress.log(f"round {round_} label: already done ({label_dir})")
+        return label_dir
+    start_step(cfg, f"round_{round_}", "label")
+    priors = _PriorsAtSize(_load_priors(cfg) if use_priors else None)
+    if phase in ("all", "stats"):
+        _phase_stats(cfg, label_dir, round_, shard, priors)
+    if phase == "all" and shard[1] > 1:
+        # A single process handling one slice cannot merge the others: stop after its stats.
+        missing = [j for j in range(shard[1]) if not _hist_path(label_dir, j, shard[1]).is_file()]
+        if missing:
+            progress.log(f"round {round_} label: shard {shard[0]}/{shard[1]} stats written; "
+                         f"waiting for shard(s) {missing} before --phase write")
+            return label_dir
+    if phase in ("all", "write"):
+        _phase_write(cfg, label_dir, round_, shard, priors)
+    if is_done(label_dir):
+        shutil.rmtree(label_dir / "cache", ignore_errors=True)
+        stats = read_json(label_dir / "stats.json")
+        progress.log(f"round {round_} label: p={stats['portion']:.2f}, selected "
+                     f"{sum(stats['selected_pixels']) / max(1, sum(stats['predicted_pixels'])):.1%} of target pixels")
+    return label_dir
+

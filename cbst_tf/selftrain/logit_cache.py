@@ -1,0 +1,94 @@
+"""One inference pass per image: stride-level logits cached for the label step's two phases.
+
+Phase 1 (thresholds) and phase 2 (pseudo-labels) need the same probabilities. Storing
+full-resolution float32 probability maps, as the official code did, costs 160 MB per
+Cityscapes image (official issues #2, #25). We cache the network's logits at its output
+stride (1/8) in float16 instead - 1.2 MB per 1024x2048 image and scale - and BOTH phases
+derive the probabilities from the cached float16 logits with the same function
+(:func:`probs_from_logits`), so the thresholds of phase 1 and the selection of phase 2 see
+bit-identical confidences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from cbst_tf.errors import CbstError
+from cbst_tf.inference import scaled_size
+from cbst_tf.io import atomic_path
+
+
+class StrideLogits:
+    """``(image, scale, flip) -> float16 logits at the output stride`` for a model without
+    its final upsampling (``build_model(..., upsample=False)``)."""
+
+    def __init__(self, model, scales: Sequence[float], flip: bool, input_scale: float = 1.0):
+        self.model = model
+        self.passes = [(float(s), f) for s in scales for f in ((False, True) if flip else (False,))]
+        self.input_scale = float(input_scale)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
+                                      tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.bool)])
+        def forward(image, in_hw, flip):
+            x = tf.image.resize(image, in_hw, method="bilinear")
+            x = tf.cond(flip, lambda: tf.reverse(x, axis=[2]), lambda: x)
+            logits = tf.cast(model(x, training=False), tf.float32)
+            logits = tf.cond(flip, lambda: tf.reverse(logits, axis=[2]), lambda: logits)
+            return tf.cast(logits[0], tf.float16)
+
+        self._forward = forward
+
+    def __call__(self, image: np.ndarray | tf.Tensor) -> list[np.ndarray]:
+        image = tf.convert_to_tensor(image, tf.float32)[tf.newaxis]
+        hw = (int(image.shape[1]), int(image.shape[2]))
+        out = []
+        for scale, flip in self.passes:
+            in_hw = scaled_size(hw, scale * self.input_scale)
+            out.append(self._forward(image, tf.constant(in_hw, tf.int32), tf.constant(flip)).numpy())
+        return out
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float16), tf.TensorSpec([2], tf.int32)])
+def _probs_one(logits, size):
+    up = tf.image.resize(tf.cast(logits, tf.float32)[tf.newaxis], size, method="bilinear")[0]
+    return tf.nn.softmax(up, axis=-1)
+
+
+def probs_from_logits(logits: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Average of the softmax of every cached pass, upsampled (bilinear) to ``size``: (H, W, C) float32."""
+    size_t = tf.constant(size, tf.int32)
+    total = None
+    for item in logits:
+        p = _probs_one(tf.convert_to_tensor(item, tf.float16), size_t)
+        total = p if total is None else total + p
+    if len(logits) > 1:
+        total = total / float(len(logits))
+    return total.numpy()
+
+
+def cache_path(cache_dir: Path, index: int) -> Path:
+    return Path(cache_dir) / f"{index:07d}.npz"
+
+
+def save_logits(path: Path, source_id: str, logits: Sequence[np.ndarray]) -> None:
+    """Write one image's cached passes atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, source_id=np.array(source_id), **{f"pass{i}": a for i, a in enumerate(logits)})
+
+
+def load_logits(path: Path, source_id: str, num_passes: int) -> list[np.ndarray] | None:
+    """The cached passes of one image, or None when absent or made for another image/setting."""
+    if not Path(path).is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            if str(data["source_id"]) != source_id or len(data.files) - 1 != num_passes:
+                return None
+            return [data[f"pass{i}"] for i in range(num_passes)]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CbstError(f"{path}: corrupt logit cache ({exc}); delete it to recompute") from None

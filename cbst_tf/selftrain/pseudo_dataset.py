@@ -1,0 +1,102 @@
+"""The pseudo-labelled target as a TFRecord dataset that ``finetune`` reads like any other.
+
+Each label slice writes ``pseudo/pseudo-<i>-of-<n>.tfrecord`` (target image bytes as
+stored, never re-encoded, plus a PNG of selected train ids, 255 = not selected) and a part
+summary. Whichever slice completes the set writes ``pseudo/manifest.json``,
+``stats.json``, ``preview.png`` and finally ``DONE``; every file is written atomically, so
+a killed slice is simply rerun.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from cbst_tf.config import Config
+from cbst_tf.io import atomic_path, atomic_write_bytes, atomic_write_json, read_json
+from cbst_tf.labels import CLASS_NAMES, colorize
+from cbst_tf.runs import mark_done
+
+
+def _part_path(label_dir: Path, i: int, n: int) -> Path:
+    return label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
+
+
+def _shard_name(i: int, n: int) -> str:
+    return f"pseudo-{i:05d}-of-{n:05d}.tfrecord"
+
+
+def write_part(label_dir: Path, shard: tuple[int, int], records: list, selected: np.ndarray,
+               previews: list) -> None:
+    """Write slice i's TFRecord, then its part summary (the part file marks it complete)."""
+    from cbst_tf.data.tfrecord import make_example
+
+    i, n = shard
+    pixels = np.zeros(256, np.int64)
+    sizes: Counter[str] = Counter()
+    with atomic_path(label_dir / "pseudo" / _shard_name(i, n)) as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for encoded, fmt, (h, w), source_id, labels in records:
+                writer.write(make_example(encoded, fmt, h, w, source_id, labels).SerializeToString())
+                pixels += np.bincount(labels.ravel(), minlength=256)
+                sizes[f"{h}x{w}"] += 1
+    if previews:
+        _write_preview(label_dir / "preview.png", previews)
+    atomic_write_json(_part_path(label_dir, i, n), {
+        "shard": _shard_name(i, n), "num_images": len(records),
+        "selected_pixels": [int(v) for v in selected], "label_pixels": [int(v) for v in pixels],
+        "image_sizes": dict(sizes),
+    })
+
+
+def _write_preview(path: Path, previews: list) -> None:
+    """Rows of (image | pseudo-label in the Cityscapes palette), like the paper's figures."""
+    rows = []
+    for image, labels in previews:
+        rgb = np.clip(image, 0, 255).astype(np.uint8)
+        rows.append(np.concatenate([rgb, colorize(labels)], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [cv2.resize(r, (width, int(r.shape[0] * width / r.shape[1])), interpolation=cv2.INTER_NEAREST)
+            for r in rows]
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    if ok:
+        atomic_write_bytes(path, buf.tobytes())
+
+
+def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
+    """Once every slice's part exists: manifest, ``stats.json`` and ``DONE``. Idempotent."""
+    parts = [_part_path(label_dir, i, n) for i in range(n)]
+    if not all(p.is_file() for p in parts):
+        return False
+    summaries = [read_json(p) for p in parts]
+    info = read_json(label_dir / "thresholds.json")
+    c = cfg.data.num_classes
+    selected = np.sum([s["selected_pixels"] for s in summaries], axis=0)
+    pixels = np.sum([s["label_pixels"] for s in summaries], axis=0)
+    sizes: Counter[str] = Counter()
+    for s in summaries:
+        sizes.update(s["image_sizes"])
+    num_images = int(sum(s["num_images"] for s in summaries))
+    atomic_write_json(label_dir / "pseudo" / "manifest.json", {
+        "name": f"pseudo-labels round {info['round']} ({info['method']})", "format": "pseudo",
+        "label_space": "cityscapes19", "class_names": list(CLASS_NAMES[:c]), "num_classes": c,
+        "num_examples": num_images, "labelled": True, "shards": [s["shard"] for s in summaries],
+        "shard_counts": [s["num_images"] for s in summaries],
+        "class_pixel_counts": [int(v) for v in pixels[:c]], "ignored_pixels": int(pixels[255]),
+        "image_sizes": dict(sorted(sizes.items())), "skipped": [],
+        "command": f"cbst-tf label --round {info['round']}",
+    })
+    stats = dict(info)
+    stats.update({
+        "selected_pixels": [int(v) for v in selected],
+        "selected_share": float(selected.sum() / max(1, sum(info["predicted_pixels"]))),
+        "num_images": num_images, "num_shards": n, "class_names": list(CLASS_NAMES[:c]),
+        "source": cfg.data.target,
+    })
+    atomic_write_json(label_dir / "stats.json", stats)
+    mark_done(label_dir, f"round {info['round']}: {num_images} images")
+    return True
