@@ -1,0 +1,149 @@
+"""``cbst-tf data convert``: a dataset in its original layout -> sharded TFRecords + manifest.
+
+The image bytes are stored exactly as on disk (decoded once only to validate them and read
+their size); labels are mapped to the 19 Cityscapes train ids (255 = ignore) by the
+layout (``cbst_tf.data.formats``). The whole output directory is built under a temporary
+name and renamed into place at the end, so a failed or killed conversion leaves no
+partial dataset; temporary directories of killed conversions are removed by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cbst_tf.data.formats import Item, Layout, get_layout
+from cbst_tf.data.tfrecord import sniff_format
+from cbst_tf.data.writer import DatasetWriter
+from cbst_tf.errors import CbstError, ConfigError
+from cbst_tf.io import atomic_dir
+from cbst_tf.progress import log, track
+
+T = TypeVar("T")
+R = TypeVar("R")
+_OWNER = ".owner-pid"
+
+
+def _decode_image(path: Path) -> tuple[bytes, str, int, int]:
+    """Read an image file; validate it with the decoder the reader will use; return its size."""
+    import tensorflow as tf
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CbstError(f"{path}: cannot read image ({exc.strerror})") from None
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise CbstError(f"{path}: not a PNG or JPEG image")
+    try:
+        shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
+        first = (exc.message or "decode failed").strip().splitlines()[0]
+        raise CbstError(f"{path}: corrupt image ({first})") from None
+    return data, fmt, int(shape[0]), int(shape[1])
+
+
+def _load(layout: Layout, item: Item) -> tuple[bytes, str, int, int, np.ndarray | None]:
+    data, fmt, h, w = _decode_image(item.image)
+    label = None
+    if item.label is not None:
+        label = layout.read_train_ids(item.label)
+        if label.shape != (h, w):
+            raise CbstError(f"{item.image} is {h}x{w} but its label {item.label} is "
+                            f"{label.shape[0]}x{label.shape[1]}")
+    return data, fmt, h, w, label
+
+
+def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R | CbstError]:
+    """``fn`` over ``items`` in a thread pool, in order, at most ``2 * workers`` in flight
+    (so decoded Cityscapes-size images cannot pile up in memory); CbstErrors are returned."""
+
+    def safe(x: T) -> R | CbstError:
+        try:
+            return fn(x)
+        except CbstError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for x in items:
+            pending.append(pool.submit(safe, x))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(out: Path, min_age_s: float = 3600.0) -> list[Path]:
+    """Delete temporary output directories of conversions into ``out`` that were killed."""
+    removed = []
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        owner = tmp / _OWNER
+        try:
+            dead = not _pid_alive(int(owner.read_text())) if owner.is_file() else (
+                time.time() - tmp.stat().st_mtime > min_age_s)
+        except (OSError, ValueError):
+            dead = False
+        if dead and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | None = None, shards: int = 4,
+                    skip_bad: bool = False, workers: int = 2, command: str = "") -> dict[str, Any]:
+    """Convert the dataset at ``root`` (layout ``fmt``) into ``out``; return the manifest.
+
+    ``split``: Cityscapes/BDD ``train|val|test``; NTHU ``<City>/train|<City>/test``; GTA5,
+    SYNTHIA and folder have none. A corrupt image or label raises a one-line CbstError naming
+    the file, unless ``skip_bad``, which skips it and lists it in the manifest.
+    """
+    layout = get_layout(fmt)
+    if shards < 1:
+        raise ConfigError(f"--shards {shards}: must be at least 1")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise CbstError(f"{root}: dataset root not found")
+    items = layout.list_items(root, split)
+    if not items:
+        raise CbstError(f"{root}: no images found for format {fmt}" + (f" split {split}" if split else ""))
+    for stale in remove_stale_temps(out):
+        log(f"removed {stale} left by a killed conversion")
+    with atomic_dir(out) as tmp:
+        (tmp / _OWNER).write_text(str(os.getpid()))
+        with DatasetWriter(tmp, num_items=len(items), shards=shards, name=out.name, fmt=fmt,
+                           label_space=layout.label_space, command=command) as writer:
+            results = _ordered_map(lambda it: _load(layout, it), items, workers)
+            for index, result in enumerate(track(results, total=len(items), description=f"convert {fmt}")):
+                if isinstance(result, CbstError):
+                    if not skip_bad:
+                        raise result
+                    log(f"skipped: {result}")
+                    writer.skip(items[index].source_id, str(result))
+                    continue
+                writer.add(index, *result[:4], source_id=items[index].source_id, label=result[4])
+            if len(writer.skipped) == len(items):
+                raise CbstError(f"{root}: all {len(items)} images are corrupt (see --skip-bad)")
+            manifest = writer.close()
+        (tmp / _OWNER).unlink()
+    return manifest

@@ -1,0 +1,149 @@
+"""tf.data pipelines over converted TFRecord directories (contract: docs/ARCHITECTURE.md).
+
+``train_dataset``: infinite, shuffled, augmented (appendix A; hard-sample mining of
+section 5), optionally mixing several directories. ``eval_dataset``: ordered, unbatched,
+with ``source_id`` and the raw bytes, sliceable across workers.
+
+Host memory: shuffling happens on *serialized* records (compressed bytes), and decode
+parallelism and prefetch depth come from the config instead of AUTOTUNE, because a few
+dozen decoded 1024x2048 float images already take gigabytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from cbst_tf.config import DataConfig
+from cbst_tf.data.augment import augment
+from cbst_tf.data.manifest import read_manifest
+from cbst_tf.data.tfrecord import parse_example, parse_source_id
+from cbst_tf.errors import CbstError
+
+__all__ = ["read_manifest", "train_dataset", "eval_dataset", "decode_example"]
+
+
+def decode_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parse and decode: image float32 (H, W, 3) RGB 0..255, label uint8 (H, W) (255 if absent)."""
+    f = parse_example(serialized)
+    image = tf.io.decode_image(f["encoded"], channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    shape = tf.shape(image)[:2]
+    label = tf.cond(
+        tf.strings.length(f["label"]) > 0,
+        lambda: tf.io.decode_png(f["label"], channels=1)[..., 0],
+        lambda: tf.fill(shape, tf.constant(255, tf.uint8)),
+    )
+    label.set_shape([None, None])
+    return {"image": tf.cast(image, tf.float32), "label": label, "source_id": f["source_id"],
+            "encoded": f["encoded"], "format": f["format"]}
+
+
+def _shard_files(directory: str | Path, manifest: dict[str, Any]) -> list[str]:
+    return [str(Path(directory) / name) for name in manifest["shards"]]
+
+
+def _options() -> tf.data.Options:
+    opts = tf.data.Options()
+    opts.deterministic = True
+    return opts
+
+
+def _records(directory: str | Path, manifest: dict, data_cfg: DataConfig, seed: int,
+             subset: Collection[str] | None) -> tf.data.Dataset:
+    """Serialized records of one directory: shuffled shards, interleaved, filtered, shuffled, repeated."""
+    files = _shard_files(directory, manifest)
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    cycle = max(1, min(data_cfg.cycle_length, len(files)))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
+                       num_parallel_calls=cycle, deterministic=True)
+    if subset is not None:
+        keys = tf.constant(sorted(set(subset)), dtype=tf.string)
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
+        ds = ds.filter(lambda rec: table.lookup(parse_source_id(rec)) > 0)
+    # An epoch that yields nothing ends the repeat (TF guards against an infinite loop).
+    return ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True).repeat()
+
+
+def train_dataset(
+    dirs: str | Path | Sequence[str | Path],
+    data_cfg: DataConfig,
+    batch_size: int,
+    seed: int,
+    *,
+    weights: Sequence[float] | None = None,
+    mine_classes: Sequence[int] | None = None,
+    mine_prob: float = 0.0,
+    subsets: Sequence[Collection[str] | None] | None = None,
+) -> tf.data.Dataset:
+    """Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``.
+
+    ``dirs``: one TFRecord directory or several, mixed by ``weights`` (default: in
+    proportion to their sizes, so every example is equally likely). ``subsets``: per
+    directory, None or the ``source_id`` strings to keep (the size of a subset counts as
+    its number of examples). ``mine_classes``/``mine_prob``: hard-sample mining crops
+    (section 5). The same ``seed`` gives the same batches.
+    """
+    dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+    if not dirs:
+        raise CbstError("train_dataset: no directories given")
+    subsets = list(subsets) if subsets is not None else [None] * len(dirs)
+    if len(subsets) != len(dirs):
+        raise CbstError(f"train_dataset: {len(subsets)} subsets for {len(dirs)} directories")
+    if batch_size < 1:
+        raise CbstError(f"train_dataset: batch_size must be >= 1, got {batch_size}")
+    manifests = [read_manifest(d) for d in dirs]
+    sizes = [m["num_examples"] if s is None else len(set(s)) for m, s in zip(manifests, subsets, strict=True)]
+    if weights is None:
+        weights = [float(n) for n in sizes]
+    else:
+        weights = [float(w) for w in weights]
+        if len(weights) != len(dirs) or min(weights) < 0:
+            raise CbstError(f"train_dataset: weights {weights} must be {len(dirs)} non-negative numbers")
+        for d, w, n in zip(dirs, weights, sizes, strict=True):
+            if w > 0 and n == 0:
+                raise CbstError(f"{d}: sampling weight {w} but no examples (empty subset?)")
+    keep = [i for i, w in enumerate(weights) if w > 0]
+    if not keep:
+        raise CbstError(f"train_dataset: nothing to sample from {[str(d) for d in dirs]}")
+    parts = [_records(dirs[i], manifests[i], data_cfg, seed + 7919 * (i + 1), subsets[i]) for i in keep]
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        total = sum(weights[i] for i in keep)
+        ds = tf.data.Dataset.sample_from_datasets(parts, [weights[i] / total for i in keep], seed=seed)
+
+    crop = tuple(int(v) for v in data_cfg.crop_size)
+    mine = [int(c) for c in mine_classes] if mine_classes is not None else None
+
+    def load(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        ex = decode_example(serialized)
+        example_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        return augment(ex["image"], ex["label"], example_seed, crop_hw=crop, scale_range=data_cfg.scale_range,
+                       mean=data_cfg.image_mean, flip=data_cfg.flip, mine_classes=mine, mine_prob=mine_prob)
+
+    ds = ds.enumerate().map(load, num_parallel_calls=data_cfg.parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if data_cfg.prefetch > 0:
+        ds = ds.prefetch(data_cfg.prefetch)
+    return ds.with_options(_options())
+
+
+def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
+    """Ordered, unbatched dicts ``image, label, source_id, encoded, format``; ``shard=(i, n)``
+    keeps examples i, i+n, i+2n, ... of the directory's order."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise CbstError(f"eval_dataset: shard {shard} must satisfy 0 <= i < n")
+    manifest = read_manifest(directory)
+    ds = tf.data.TFRecordDataset(_shard_files(directory, manifest))
+    if n > 1:
+        ds = ds.shard(n, i)
+    ds = ds.map(decode_example, num_parallel_calls=data_cfg.parallel_calls, deterministic=True)
+    if data_cfg.prefetch > 0:
+        ds = ds.prefetch(data_cfg.prefetch)
+    return ds.with_options(_options())
