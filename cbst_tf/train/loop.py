@@ -129,7 +129,11 @@ def train(model: keras.Model, optimizer, dataset_fn: DatasetFn, rt: Runtime, *, 
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step",
                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     ckpt = RunCheckpoint(ckpt_dir, keep_checkpoints, is_chief=rt.is_chief, worker_index=rt.worker_index,
-                         model=model, optimizer=optimizer, step=step_var)
+                         model=model, optimizer=optimizer, step=step_var,
+                         # Keras 3 does not expose RNG states (dropout's SeedGenerator) as
+                         # checkpoint dependencies of the model; listing every model variable
+                         # saves them too, so a resumed run draws the same dropout masks.
+                         model_variables=list(model.variables))
     latest = ckpt.restore_latest()
     start = int(step_var.numpy())
     result = LoopResult(step=start, resumed_from=start, checkpoint=latest)

@@ -37,26 +37,28 @@ def decayed_variables(model: keras.Model) -> list:
 
 
 class CoupledSGD(keras.optimizers.SGD):
-    """Momentum SGD with MXNet-style L2 (``g + wd * w`` before momentum) and per-variable lr multipliers."""
+    """Momentum SGD with MXNet-style L2 (``g + wd * w`` before momentum); ``multiplied`` variables learn at ``lr * lr_mult``."""
 
     def __init__(self, learning_rate, momentum: float, weight_decay: float,
-                 decay: Iterable = (), lr_mult: dict | None = None, name: str = "coupled_sgd"):
+                 decay: Iterable = (), multiplied: Iterable = (), lr_mult: float = 1.0,
+                 name: str = "coupled_sgd"):
         # Keras' own decoupled weight_decay stays off: the coupled form is applied in update_step.
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), name=name)
         self.l2 = float(weight_decay)
         self._decay_vars = list(decay)
-        self._lr_mult_vars = dict(lr_mult or {})
+        self._mult_vars = list(multiplied)
+        self.lr_mult = float(lr_mult)
 
     def build(self, variables) -> None:
         if self.built:
             return
         super().build(variables)
         decay = {self._var_key(v) for v in self._decay_vars}
-        mult = {self._var_key(v): float(m) for v, m in self._lr_mult_vars.items()}
+        mult = {self._var_key(v) for v in self._mult_vars}
         # Indexed like self._trainable_variables, so update_step can look its variable up
         # by _get_variable_index (which also resolves distributed replicas' components).
         self._decay_flags = [self._var_key(v) in decay for v in variables]
-        self._lr_mults = [mult.get(self._var_key(v), 1.0) for v in variables]
+        self._lr_mults = [self.lr_mult if self._var_key(v) in mult else 1.0 for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -121,14 +123,12 @@ def build_optimizer(cfg: Config, model: keras.Model, total_steps: int, round_: i
     ``cbst_tf.models.classifier_variables(model)`` when ``train.classifier_lr_mult != 1``.
     """
     train = cfg.train
-    mult = {}
-    if train.classifier_lr_mult != 1.0:
-        if classifier_vars is None:
-            classifier_vars = _classifier_variables(model)
-        mult = {v: train.classifier_lr_mult for v in classifier_vars}
+    if train.classifier_lr_mult != 1.0 and classifier_vars is None:
+        classifier_vars = _classifier_variables(model)
     opt = CoupledSGD(make_schedule(train, total_steps, round_, cfg.selftrain.lr_round_decay),
                      momentum=train.momentum, weight_decay=train.weight_decay,
-                     decay=decayed_variables(model), lr_mult=mult)
+                     decay=decayed_variables(model), multiplied=classifier_vars or (),
+                     lr_mult=train.classifier_lr_mult)
     if cfg.runtime.precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     opt.build(model.trainable_variables)
