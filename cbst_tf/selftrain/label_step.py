@@ -59,19 +59,27 @@ def _load_priors(cfg: Config) -> np.ndarray:
 
 
 class _PriorsAtSize:
-    """Priors resized to each image size on first use (images of a dataset share few sizes)."""
+    """Eq. 9 priors q_n(c) resized (bilinear) to each image size on first use.
+
+    The maps are divided by their global maximum once, at the prior resolution, and are
+    NOT renormalised per size: a global constant leaves the Eq. 9 argmax and the
+    rank-based thresholds unchanged, and keeps potentials of images of different sizes
+    comparable (with maximum 1 the histograms' power-of-two prior scale is 1 for every
+    size, so phase 1 and phase 2 quantise identically).
+    """
 
     def __init__(self, priors: np.ndarray | None):
-        self.priors = priors
+        self.priors = None if priors is None else (priors / float(priors.max())).astype(np.float32)
         self.cache: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, size: tuple[int, int]) -> np.ndarray | None:
         if self.priors is None:
             return None
         if size not in self.cache:
-            from cbst_tf.selftrain import resize_priors
+            import cv2
 
-            self.cache[size] = resize_priors(self.priors, size)
+            resized = cv2.resize(self.priors, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            self.cache[size] = resized.reshape(size[0], size[1], -1)
         return self.cache[size]
 
 
