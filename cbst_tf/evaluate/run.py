@@ -1,0 +1,143 @@
+"""``cbst-tf evaluate``: mIoU of trained weights on the labelled target split.
+
+Reads ``data.target_eval`` (TFRecords with labels), predicts every image at its label
+resolution with ``eval.scales`` / ``eval.flip`` (multi-scale testing, Table 3 "MST"),
+scores it under ``eval.protocol`` and writes, into the run directory (``--out``, default
+``<workdir>/eval/<weights name>``):
+
+* ``metrics.json`` - ``miou``, ``iou`` (class -> IoU, null when undefined), ``means``,
+  ``confusion_matrix``, ``protocol``, ``classes``, ``num_images``, ``weights``, ``scales``,
+  ``flip`` (scores in percent, as in the paper);
+* ``metrics.md`` - the paper's table layout (columns = classes + mean);
+* ``predictions/`` - with ``eval.save_predictions`` (N, or -1 for all): train-id PNGs and
+  image | ground truth | prediction panels.
+
+Every file is written atomically; ``metrics.json`` last. The ``eval.min_miou`` gate is
+checked only after the outputs exist, so a failing CI run still leaves its evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Any
+
+from cbst_tf.config import Config
+from cbst_tf.errors import CbstError, GateError
+from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text
+from cbst_tf.progress import log
+from cbst_tf.runs import pretrained_weights, require
+
+_SUFFIXES = (".weights.h5", ".h5", ".keras")
+
+
+def latest_weights(cfg: Config) -> Path:
+    """The newest finished model in the workdir: the last round's
+    ``round_R/finetune/final.weights.h5``, else the source model (``pretrain/final.weights.h5``)."""
+    work = Path(cfg.runtime.workdir)
+    rounds = []
+    for path in work.glob("round_*/finetune/final.weights.h5"):
+        match = re.fullmatch(r"round_(\d+)", path.parent.parent.name)
+        if match and path.is_file():
+            rounds.append((int(match.group(1)), path))
+    if rounds:
+        return max(rounds)[1]
+    return require(pretrained_weights(cfg), "trained weights",
+                   "run `cbst-tf pretrain` / `cbst-tf selftrain` first, or pass --weights")
+
+
+def weights_name(path: Path) -> str:
+    """A short run name for weights: ``round_3`` / ``pretrain`` for a step's final weights,
+    else the file name without its Keras suffix."""
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name == "final":
+        step = path.parent
+        return step.parent.name if step.name == "finetune" and step.parent.name else step.name or name
+    return name
+
+
+def _load_model(cfg: Config, weights: Path) -> Any:
+    """The full-resolution network of ``cfg.model`` with ``weights`` (``model.weights`` is only
+    an initialisation for training, so it is not loaded here)."""
+    from cbst_tf.models import build_model
+    from cbst_tf.models.weights import load_checkpoint
+
+    model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
+                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
+                        mean=tuple(cfg.data.image_mean))
+    load_checkpoint(model, weights)
+    return model
+
+
+def _check_dataset(cfg: Config) -> tuple[Path, dict]:
+    from cbst_tf.data.reader import read_manifest
+
+    if not cfg.data.target_eval:
+        raise CbstError("data.target_eval: no labelled evaluation dataset set (pass --split DIR)")
+    directory = Path(cfg.data.target_eval)
+    manifest = read_manifest(directory)
+    if not manifest.get("labelled", False):
+        raise CbstError(f"{directory / 'manifest.json'}: dataset has no labels; evaluation needs ground truth")
+    return directory, manifest
+
+
+def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = None) -> dict:
+    """Evaluate ``weights`` (default :func:`latest_weights`) on ``data.target_eval``; write the
+    outputs; raise :class:`GateError` (exit 3) when mIoU < ``eval.min_miou``. Returns metrics."""
+    from cbst_tf import runtime
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.evaluate.evaluator import evaluate_model
+    from cbst_tf.evaluate.predictions import PredictionSaver
+    from cbst_tf.evaluate.protocols import get_protocol
+    from cbst_tf.evaluate.report import format_table, print_table
+
+    protocol = get_protocol(cfg.eval.protocol)
+    if cfg.data.num_classes != protocol.num_classes:
+        raise CbstError(f"data.num_classes: {cfg.data.num_classes} classes, but eval.protocol "
+                        f"{protocol.name} scores a {protocol.num_classes}-class model")
+    weights = require(Path(weights), "weights file", "check --weights") if weights else latest_weights(cfg)
+    directory, manifest = _check_dataset(cfg)
+    out = Path(out) if out is not None else Path(cfg.runtime.workdir) / "eval" / weights_name(weights)
+    name = weights_name(weights)
+
+    runtime.setup(cfg)
+    model = _load_model(cfg, weights)
+    log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
+        f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}")
+    save = cfg.eval.save_predictions
+    pred_dir = atomic_dir(out / "predictions") if save != 0 else contextlib.nullcontext(None)
+    with pred_dir as tmp:
+        result = evaluate_model(
+            model, eval_dataset(directory, cfg.data), protocol, cfg.eval.scales, cfg.eval.flip,
+            input_scale=cfg.data.input_scale, total=manifest.get("num_examples"),
+            on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
+
+    metrics = {
+        "miou": result["miou"], "iou": result["iou"], "means": result["means"],
+        "protocol": protocol.name, "classes": result["classes"], "num_images": result["num_images"],
+        "weights": str(weights), "dataset": str(directory), "scales": result["scales"],
+        "flip": result["flip"], "input_scale": result["input_scale"],
+        "num_pixels": result["num_pixels"], "confusion_matrix": result["confusion_matrix"],
+    }
+    title = f"{protocol.table}: {name} on {directory.name}"
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n" + format_table({name: metrics}, protocol))
+    atomic_write_json(out / "metrics.json", metrics)
+    print_table({name: metrics}, protocol, title=title)
+    log(f"evaluate: wrote {out / 'metrics.json'}")
+    _gate(metrics["miou"], cfg.eval.min_miou)
+    return metrics
+
+
+def _gate(miou: float | None, minimum: float | None) -> None:
+    """CI quality gate (exit code 3): mIoU below ``eval.min_miou`` (undefined mIoU fails too)."""
+    if minimum is None:
+        return
+    if miou is None:
+        raise GateError(f"mIoU is undefined (no evaluated pixels), below --min-miou {minimum:.2f}")
+    if miou < minimum:
+        raise GateError(f"mIoU {miou:.2f} is {minimum - miou:.2f} below --min-miou {minimum:.2f}")
