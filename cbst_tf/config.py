@@ -138,6 +138,17 @@ class RuntimeConfig:
 
 
 @dataclass
+class SynthConfig:
+    """The embedded benchmark that ``cbst-tf demo`` renders (``cbst-tf data synth`` flags)."""
+
+    size: list[int] = field(default_factory=lambda: [128, 256])
+    n_source: int = field(default=400, metadata=_rng(1))
+    n_target: int = field(default=200, metadata=_rng(1))
+    n_val: int = field(default=100, metadata=_rng(1))
+    oracle: bool = True  # also train a target-supervised reference model
+
+
+@dataclass
 class Config:
     """The whole experiment."""
 
@@ -148,6 +159,7 @@ class Config:
     selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
 
 
 # ----------------------------------------------------------------------------- typing
@@ -301,11 +313,15 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build the resolved :class:`Config`: defaults, YAML (with ``base:``), overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                presets: tuple[str | Path, ...] = ()) -> Config:
+    """Build the resolved :class:`Config`: defaults, presets, YAML (with ``base:``), overrides.
+
+    ``presets`` are YAML files applied before ``path`` (the demo's built-in settings).
+    """
     cfg = Config()
-    if path is not None:
-        for where, data in _read_yaml(Path(path)).items():
+    for yaml_file in (*presets, *([path] if path is not None else [])):
+        for where, data in _read_yaml(Path(yaml_file)).items():
             _apply(cfg, data, "", where)
     for text in overrides:
         key, value = parse_override(text)
@@ -328,6 +344,7 @@ def validate(cfg: Config, where: str) -> None:
     if len(cfg.data.image_mean) != 3:
         raise ConfigError(f"{where}: key 'data.image_mean' expects 3 numbers, got {cfg.data.image_mean}")
     pair("selftrain.prior_size", cfg.selftrain.prior_size)
+    pair("synth.size", cfg.synth.size)
     for key, scales in (("eval.scales", cfg.eval.scales), ("selftrain.test_scales", cfg.selftrain.test_scales)):
         if not scales or min(scales) <= 0:
             raise ConfigError(f"{where}: key '{key}' expects a non-empty list of positive scales, got {scales}")
