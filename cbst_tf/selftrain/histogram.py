@@ -1,0 +1,215 @@
+"""Exact, streaming, mergeable confidence histograms for Algorithms 1 and 2 (section 4.3).
+
+Algorithms 1/2 sort the confidences of *every* target pixel (2,975 x 1024 x 2048 pixels on
+Cityscapes) to read off the value ranked at ``p * N``. Instead we count, per predicted
+class, how many pixels carry each of the 65,536 float16 bit patterns. For non-negative
+numbers the float16 bit pattern read as ``uint16`` is monotone in the value, so the
+``m``-th largest value is found by a cumulative sum over the bins: the result equals
+sorting, exactly, at float16 resolution, in ``C x 65536`` int64 counters whatever the
+number of images. Histograms of disjoint shards add up to the histogram of their union.
+
+Quantisation contract (shared with :func:`cbst_tf.selftrain.assign_pseudo_labels`): every
+step of the self-training solver works on ``v = float16(s * q * p)`` (``q = 1`` and
+``s = 1`` without priors), rounded to nearest-even. The predicted class of a pixel is the
+argmax of ``v`` over classes (ties: lowest class id, numpy's rule).
+
+Why the scale ``s`` (Eq. 9 potentials): priors are normalised so ``sum_n q_n(c) = 1``, so
+``q ~ 1/N`` (3e-5 at 128x256, 5e-7 at 1024x2048) and ``q * p`` falls into float16's
+subnormal range (< 6.1e-5), where only a few significant bits remain. We multiply by ONE
+global power of two ``s = 2**-ceil(log2(max q))`` (so ``s * q <= 1``). A global constant
+leaves the Eq. 9 argmax over classes unchanged (a per-class constant would not), a power
+of two makes the scaling exact in binary floating point, and thresholds are reported
+divided by ``s``, i.e. in the paper's units of ``q * p``.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from cbst_tf.errors import CbstError
+from cbst_tf.io import atomic_path
+
+BINS = 65536  # every float16 bit pattern
+MAX_FINITE_BITS = 0x7BFF  # largest finite float16 (65504); above: inf, NaN; >= 0x8000: negative
+_FORMAT_VERSION = 1
+
+
+def prior_scale(priors: np.ndarray) -> float:
+    """The power of two ``s`` with ``max(s * q)`` in (0.5, 1] (see the module docstring)."""
+    top = float(np.max(priors)) if np.size(priors) else 0.0
+    if not math.isfinite(top) or top <= 0.0:
+        raise CbstError(f"priors: maximum value is {top!r}, expected a finite positive number")
+    return 2.0 ** (-math.ceil(math.log2(top)))
+
+
+def quantise(prob_map: np.ndarray, priors: np.ndarray | None = None, scale: float | None = None,
+             name: str = "prob_map") -> np.ndarray:
+    """``float16(s * q * p)`` as uint16 bit patterns, shape (H, W, C) (Eq. 9 potential).
+
+    ``scale`` defaults to :func:`prior_scale` of ``priors``; it is ignored without priors.
+    Negative, NaN or overflowing values raise a one-line :class:`CbstError`.
+    """
+    p = np.asarray(prob_map)
+    if p.ndim != 3 or p.shape[-1] < 1:
+        raise CbstError(f"{name}: expected an (H, W, C) probability map, got shape {p.shape}")
+    if priors is None:
+        values = p
+    else:
+        q = np.asarray(priors)
+        if q.shape != p.shape:
+            raise CbstError(f"priors: shape {q.shape} does not match {name} shape {p.shape} "
+                            "(resize them with resize_priors)")
+        s = prior_scale(q) if scale is None else float(scale)
+        values = q.astype(np.float32) * np.float32(s)  # exact: s is a power of two
+        values *= p.astype(np.float32, copy=False)
+    bits = values.astype(np.float16).view(np.uint16)
+    return bits
+
+
+def check_bits(top_bits: np.ndarray, name: str) -> None:
+    """Reject values that are not finite non-negative float16 numbers.
+
+    Called on per-pixel maxima: a negative value (sign bit set) or a NaN has a larger bit
+    pattern than every valid value, so it always wins the argmax and is caught here.
+    """
+    if top_bits.size and int(top_bits.max()) > MAX_FINITE_BITS:
+        raise CbstError(f"{name}: contains negative, NaN or infinite (> 65504 after scaling) values")
+
+
+def every_kth_per_class(classes: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+    """Mask keeping pixels 0, k, 2k, ... of each class in flattened (row-major) order.
+
+    This is the official code's subsampling: per image and per predicted class,
+    ``probmap_max[pred == c][0::4]``.
+    """
+    order = np.argsort(classes, kind="stable")
+    per_class = np.bincount(classes, minlength=num_classes)
+    starts = np.cumsum(per_class) - per_class
+    rank = np.arange(classes.size) - np.repeat(starts, per_class)
+    keep = np.zeros(classes.size, dtype=bool)
+    keep[order[rank % k == 0]] = True
+    return keep
+
+
+class ConfidenceHistogram:
+    """Per-class counts of quantised maximum potentials: everything Algorithms 1/2 need.
+
+    ``counts[c, b]`` = number of (kept) pixels predicted as class ``c`` whose maximum
+    potential has float16 bit pattern ``b``. The ST histogram of Algorithm 1 is
+    ``counts.sum(0)``.
+    """
+
+    def __init__(self, num_classes: int):
+        if int(num_classes) < 1:
+            raise CbstError(f"num_classes: expected a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.counts = np.zeros((self.num_classes, BINS), dtype=np.int64)
+        self._predicted = np.zeros(self.num_classes, dtype=np.int64)
+        self.num_images = 0
+        self.scale: float | None = None  # prior scale s; None = built without priors
+
+    # ------------------------------------------------------------------ building
+    def update(self, prob_map: np.ndarray, priors: np.ndarray | None = None, subsample: int = 1) -> None:
+        """Add one (H, W, C) softmax map (and its Eq. 9 priors) to the histogram."""
+        if int(subsample) != subsample or subsample < 1:
+            raise CbstError(f"subsample: expected a positive integer, got {subsample!r}")
+        if self.num_images and (priors is None) != (self.scale is None):
+            raise CbstError("priors: every map of one histogram must be given with priors or none")
+        if priors is not None and self.scale is None:
+            self.scale = prior_scale(np.asarray(priors))
+        bits = quantise(prob_map, priors, self.scale)
+        if bits.shape[-1] != self.num_classes:
+            raise CbstError(f"prob_map: has {bits.shape[-1]} classes, the histogram {self.num_classes}")
+        flat = bits.reshape(-1, self.num_classes)
+        classes = flat.argmax(axis=1)
+        top = np.take_along_axis(flat, classes[:, None], axis=1)[:, 0]
+        check_bits(top, "prob_map")
+        self._predicted += np.bincount(classes, minlength=self.num_classes)
+        if subsample > 1:
+            keep = every_kth_per_class(classes, int(subsample), self.num_classes)
+            classes, top = classes[keep], top[keep]
+        index = classes.astype(np.int64) * BINS + top
+        self.counts += np.bincount(index, minlength=self.num_classes * BINS).reshape(self.num_classes, BINS)
+        self.num_images += 1
+
+    def merge(self, other: ConfidenceHistogram) -> ConfidenceHistogram:
+        """Add another shard's histogram into this one (in place); returns self."""
+        if not isinstance(other, ConfidenceHistogram) or other.num_classes != self.num_classes:
+            raise CbstError("histogram: can only merge histograms with the same number of classes")
+        if self.num_images and other.num_images and self.scale != other.scale:
+            raise CbstError(f"histogram: prior scales differ ({self.scale} vs {other.scale}); "
+                            "build every shard with the same priors")
+        if not self.num_images:
+            self.scale = other.scale
+        self.counts += other.counts
+        self._predicted += other._predicted
+        self.num_images += other.num_images
+        return self
+
+    def copy(self) -> ConfidenceHistogram:
+        out = ConfidenceHistogram(self.num_classes)
+        return out.merge(self)
+
+    def __add__(self, other: ConfidenceHistogram) -> ConfidenceHistogram:
+        return self.copy().merge(other)
+
+    def __radd__(self, other: object) -> ConfidenceHistogram:
+        if other == 0:  # so that sum(histograms) works
+            return self.copy()
+        return NotImplemented
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def predicted_pixels(self) -> np.ndarray:
+        """(C,) int64: pixels predicted as each class (all pixels, before subsampling)."""
+        return self._predicted.copy()
+
+    @property
+    def counted_pixels(self) -> np.ndarray:
+        """(C,) int64: pixels in the histogram per class (``N_c`` of Algorithm 2, after subsampling)."""
+        return self.counts.sum(axis=1)
+
+    def thresholds(self, portion: float, mode: str, rank: str = "official") -> np.ndarray:
+        """(C,) thresholds ``exp(-k_c)`` (Algorithm 1 for ``st``, 2 for ``cbst``)."""
+        from cbst_tf.selftrain.thresholds import thresholds_from_histogram
+
+        return thresholds_from_histogram(self, portion, mode, rank)
+
+    # ------------------------------------------------------------------ files
+    def to_npz(self, path: str | Path) -> Path:
+        """Save atomically (compressed; the counts are mostly zeros)."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh, version=np.int64(_FORMAT_VERSION), counts=self.counts, predicted=self._predicted,
+                num_images=np.int64(self.num_images),
+                scale=np.float64(np.nan if self.scale is None else self.scale))
+        return Path(path)
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> ConfidenceHistogram:
+        path = Path(path)
+        if not path.is_file():
+            raise CbstError(f"{path}: confidence histogram not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                version = int(data["version"])
+                counts = np.asarray(data["counts"])
+                predicted = np.asarray(data["predicted"])
+                num_images = int(data["num_images"])
+                scale = float(data["scale"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise CbstError(f"{path}: corrupt confidence histogram ({type(exc).__name__})") from None
+        if (version != _FORMAT_VERSION or counts.ndim != 2 or counts.shape[1] != BINS
+                or counts.dtype != np.int64 or predicted.shape != (counts.shape[0],)
+                or counts.min(initial=0) < 0 or num_images < 0):
+            raise CbstError(f"{path}: corrupt confidence histogram (unexpected contents)")
+        out = cls(counts.shape[0])
+        out.counts = counts.copy()
+        out._predicted = predicted.astype(np.int64)
+        out.num_images = num_images
+        out.scale = None if math.isnan(scale) else scale
+        return out
