@@ -284,12 +284,8 @@ def demo(
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """The paper's ablation end to end on the embedded benchmark, with a report."""
-    def go() -> Any:
-        cfg = _config(config, set_, None)
-        return _library("cbst_tf.demo", "run_demo")(cfg, out=out, seed=seed, fast=fast,
-                                                      config_given=config is not None)
-
-    _guard(go)
+    _guard(lambda: _library("cbst_tf.demo", "run_demo")(config=config, overrides=list(set_ or []), out=out,
+                                                         seed=seed, fast=fast))
 
 
 def main() -> None:
