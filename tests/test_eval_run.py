@@ -138,3 +138,33 @@ def test_format_table_paper_layout():
     assert table[0].startswith("| Method | Road | SW | Build | Wall* | Fence* | Pole* | TL |")
     assert table[0].endswith("| Bike | mIoU | mIoU* |")
     assert table[2].startswith("| CBST | 50.0 | - | - | - |") and table[2].endswith("| 35.2 | 40.0 |")
+
+
+def test_evaluate_model_in_memory_at_label_resolution():
+    """Labels at half the image size: logits are resized to the label, NTHU merge applied."""
+    import tensorflow as tf
+
+    from cbst_tf.evaluate import evaluate_model
+    from cbst_tf.labels import NTHU13_TRAIN_IDS, NTHU_PREDICTION_MERGE
+
+    model = tiny_model()
+    rng = np.random.default_rng(4)
+    examples, seen = [], []
+    want = ConfusionMatrix(19)
+    for k in range(2):
+        img = rng.integers(0, 256, (*HW, 3)).astype(np.float32)
+        label = rng.integers(0, 19, (HW[0] // 2, HW[1] // 2)).astype(np.uint8)
+        examples.append({"image": img, "label": label, "source_id": f"c/{k}.png"})
+        logits = tf.image.resize(model(img[None], training=False), label.shape, method="bilinear")
+        pred = np.argmax(tf.nn.softmax(logits).numpy()[0], -1)
+        pred = np.vectorize(lambda c: NTHU_PREDICTION_MERGE.get(int(c), int(c)))(pred)
+        gt = np.vectorize(lambda c: NTHU_PREDICTION_MERGE.get(int(c), int(c)))(label)
+        gt[~np.isin(gt, NTHU13_TRAIN_IDS)] = 255
+        want.update(gt, pred)
+    result = evaluate_model(model, examples, "nthu13", on_prediction=lambda ex, g, p: seen.append(p.shape))
+    assert result["confusion_matrix"] == want.matrix.tolist()
+    assert seen == [(HW[0] // 2, HW[1] // 2)] * 2 and result["num_images"] == 2
+    assert list(result["iou"]) == ["road", "sidewalk", "building", "traffic light", "traffic sign",
+                                   "vegetation", "sky", "person", "rider", "car", "bus", "motorcycle",
+                                   "bicycle"]
+    assert result["miou"] == pytest.approx(100 * mean_iou(want.iou(), NTHU13_TRAIN_IDS), abs=1e-9)
