@@ -61,7 +61,7 @@ def weights_name(path: Path) -> str:
     return name
 
 
-def _load_model(cfg: Config, weights: Path) -> Any:
+def load_model(cfg: Config, weights: Path) -> Any:
     """The full-resolution network of ``cfg.model`` with ``weights`` (``model.weights`` is only
     an initialisation for training, so it is not loaded here)."""
     from cbst_tf.models import build_model
@@ -72,6 +72,9 @@ def _load_model(cfg: Config, weights: Path) -> Any:
                         mean=tuple(cfg.data.image_mean))
     load_checkpoint(model, weights)
     return model
+
+
+_load_model = load_model  # the name the demo imported first
 
 
 def _check_dataset(cfg: Config) -> tuple[Path, dict]:
@@ -106,7 +109,7 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
     name = weights_name(weights)
 
     runtime.setup(cfg)
-    model = _load_model(cfg, weights)
+    model = load_model(cfg, weights)
     log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
         f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}")
     save = cfg.eval.save_predictions
