@@ -1,0 +1,144 @@
+"""``cbst-tf crossval --city C``: the NTHU cross-city protocol of Table 1 (section 5.1).
+
+Each city has 100 labelled test images. Following Chen et al. (ICCV 2017) and the paper,
+they are split into 10 folds; for each fold we self-train on the other 90 images, used
+WITHOUT labels, and test on the 10 held-out ones. Folds: the images' ``source_id``\\ s
+sorted, permuted with ``numpy.random.default_rng(FOLD_SEED)``, then cut into 10 contiguous
+groups (``numpy.array_split``) - fixed and documented, so every run and every user gets
+the same folds. Rows: the source model, ST, CBST (and the configured method if it is
+another one, e.g. CBST-SP); per-fold scores and pooled scores (confusion matrices of the
+10 folds summed, so the pooled mIoU is over all 100 images' pixels).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from cbst_tf import progress
+from cbst_tf.config import Config
+from cbst_tf.errors import CbstError, GateError
+from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from cbst_tf.runs import is_done, mark_done, pretrained_weights, start_step
+
+FOLDS = 10
+FOLD_SEED = 2018
+ROWS = {"source_only": "Source", "st": "ST", "st_sp": "ST-SP", "cbst": "CBST", "cbst_sp": "CBST-SP"}
+
+
+def fold_ids(source_ids: list[str], folds: int = FOLDS, seed: int = FOLD_SEED) -> list[list[str]]:
+    """The fixed folds: sorted ids, one seeded permutation, ``folds`` contiguous groups."""
+    ids = np.array(sorted(source_ids))
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    return [sorted(ids[part].tolist()) for part in np.array_split(perm, folds)]
+
+
+def _write_subset(src: str, ids: set[str], out: Path, labelled: bool, data_cfg) -> None:
+    """Copy the examples of ``src`` whose source_id is in ``ids`` into a new TFRecord dir."""
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.data.writer import DatasetWriter
+
+    if (out / "manifest.json").is_file():
+        return
+    with atomic_dir(out) as tmp:
+        with DatasetWriter(tmp, num_items=len(ids), shards=1, name=out.name, fmt="nthu-fold",
+                           command="cbst-tf crossval") as writer:
+            k = 0
+            for ex in eval_dataset(src, data_cfg).as_numpy_iterator():
+                sid = ex["source_id"].decode()
+                if sid in ids:
+                    h, w = ex["image"].shape[:2]
+                    writer.add(k, ex["encoded"], ex["format"].decode(), h, w, sid,
+                               ex["label"] if labelled else None)
+                    k += 1
+            writer.close()
+
+
+def _evaluate(cfg: Config, weights: Path, test_dir: Path):
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.evaluate.confusion import ConfusionMatrix
+    from cbst_tf.evaluate.evaluator import evaluate_model
+    from cbst_tf.evaluate.run import _load_model
+
+    result = evaluate_model(_load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
+                            cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
+                            description=f"evaluate {weights.parent.parent.name}")
+    return result, ConfusionMatrix.from_matrix(np.asarray(result["confusion_matrix"], np.int64))
+
+
+def run_crossval(cfg: Config, city: str) -> dict:
+    """Run (or resume) the 10 folds for ``city``; writes ``crossval/<city>/results.{json,md}``."""
+    from cbst_tf.data.reader import read_manifest
+    from cbst_tf.evaluate.evaluator import summarize
+    from cbst_tf.evaluate.report import format_table, print_table
+    from cbst_tf.selftrain.driver import run_selftrain
+    from cbst_tf.train.steps import run_pretrain
+
+    test_src = cfg.data.target_eval.format(city=city)
+    if not test_src:
+        raise CbstError("data.target_eval: set it to the city's labelled test TFRecords (may contain {city})")
+    manifest = read_manifest(test_src)
+    if not manifest.get("labelled"):
+        raise CbstError(f"{Path(test_src) / 'manifest.json'}: the city's test split has no labels")
+    base = Path(cfg.runtime.workdir) / "crossval" / city
+    start_step(cfg, "crossval", city)
+    source = Path(cfg.selftrain.source_weights) if cfg.selftrain.source_weights else pretrained_weights(cfg)
+    if not source.is_file():
+        run_pretrain(cfg)
+    from cbst_tf.data.reader import eval_dataset
+
+    ids = [ex["source_id"].decode() for ex in eval_dataset(test_src, cfg.data).as_numpy_iterator()]
+    methods = ["source_only", "st", "cbst"]
+    if cfg.selftrain.method not in methods:
+        methods.append(cfg.selftrain.method)
+    per_fold: dict[str, list] = {m: [] for m in methods}
+    pooled = {}
+    for k, test_ids in enumerate(fold_ids(ids)):
+        fold = base / f"fold_{k}"
+        train_ids = set(ids) - set(test_ids)
+        _write_subset(test_src, train_ids, fold / "data" / "train", False, cfg.data)
+        _write_subset(test_src, set(test_ids), fold / "data" / "test", True, cfg.data)
+        for method in methods:
+            done = fold / method / "result.json"
+            if not done.is_file():
+                weights = source
+                if method != "source_only":
+                    mcfg = copy.deepcopy(cfg)
+                    mcfg.runtime.workdir = str(fold / method)
+                    mcfg.selftrain.method = method
+                    mcfg.selftrain.source_weights = str(source)
+                    mcfg.data.target = str(fold / "data" / "train")
+                    weights = run_selftrain(mcfg)
+                result, _ = _evaluate(cfg, Path(weights), fold / "data" / "test")
+                atomic_write_json(done, result)
+            result = read_json(done)
+            per_fold[method].append({"fold": k, "miou": result["miou"], "iou": result["iou"]})
+            cm = np.asarray(result["confusion_matrix"], np.int64)
+            pooled[method] = cm if method not in pooled else pooled[method] + cm
+        progress.log(f"crossval {city}: fold {k + 1}/{FOLDS} done")
+    from cbst_tf.evaluate.confusion import ConfusionMatrix
+
+    rows = {ROWS[m]: summarize(ConfusionMatrix.from_matrix(pooled[m]), cfg.eval.protocol) for m in methods}
+    report = {"city": city, "folds": FOLDS, "fold_seed": FOLD_SEED, "protocol": cfg.eval.protocol,
+              "pooled": {ROWS[m]: {"miou": rows[ROWS[m]]["miou"], "iou": rows[ROWS[m]]["iou"]} for m in methods},
+              "per_fold": {ROWS[m]: per_fold[m] for m in methods}}
+    atomic_write_json(base / "results.json", report)
+    fold_table = "\n".join(f"| {ROWS[m]} | " + " | ".join(f"{f['miou']:.1f}" for f in per_fold[m]) + " |"
+                           for m in methods)
+    atomic_write_text(base / "results.md", "\n".join([
+        f"# Cross-city adaptation: {city} (Table 1 layout; pooled over {FOLDS} folds)", "",
+        format_table(rows, cfg.eval.protocol), "## mIoU per fold", "",
+        "| Method | " + " | ".join(str(k) for k in range(FOLDS)) + " |",
+        "| --- | " + " | ".join("---:" for _ in range(FOLDS)) + " |", fold_table, ""]))
+    print_table(rows, cfg.eval.protocol, title=f"{city}: pooled over {FOLDS} folds")
+    if not is_done(base):
+        mark_done(base, city)
+    gate_row = ROWS[cfg.selftrain.method]
+    miou, minimum = rows[gate_row]["miou"], cfg.eval.min_miou
+    if minimum is not None and (miou is None or miou < minimum):
+        shown = "undefined" if miou is None else f"{miou:.2f}"
+        gap = "" if miou is None else f" is {minimum - miou:.2f}"
+        raise GateError(f"{gate_row} pooled mIoU {shown}{gap} below --min-miou {minimum:.2f} ({city})")
+    return report
