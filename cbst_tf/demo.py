@@ -70,7 +70,7 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
     """mIoU of every model on the labelled target split, and panels for the first images."""
     from cbst_tf.data.reader import eval_dataset, read_manifest
     from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import _load_model
+    from cbst_tf.evaluate.run import load_model
 
     total = int(read_manifest(cfg.data.target_eval)["num_examples"])
     results, panels = {}, {}
@@ -82,7 +82,7 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
             if len(kept) < PANEL_IMAGES:
                 kept.append((example["image"], gt, pred))
 
-        result = evaluate_model(_load_model(cfg, path), eval_dataset(cfg.data.target_eval, cfg.data),
+        result = evaluate_model(load_model(cfg, path), eval_dataset(cfg.data.target_eval, cfg.data),
                                 cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
                                 total=total, on_prediction=keep, description=f"evaluate {name}")
         result["weights"] = str(path)

@@ -60,9 +60,9 @@ def _evaluate(cfg: Config, weights: Path, test_dir: Path):
     from cbst_tf.data.reader import eval_dataset
     from cbst_tf.evaluate.confusion import ConfusionMatrix
     from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import _load_model
+    from cbst_tf.evaluate.run import load_model
 
-    result = evaluate_model(_load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
+    result = evaluate_model(load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
                             cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
                             description=f"evaluate {weights.parent.parent.name}")
     return result, ConfusionMatrix.from_matrix(np.asarray(result["confusion_matrix"], np.int64))
