@@ -112,9 +112,8 @@ def setup(cfg: Config) -> Runtime:
     keras.mixed_precision.set_global_policy(rt.precision)
     keras.utils.set_random_seed(rt.seed)
     if rt.deterministic:
+        # There is no public way to switch it off again: once on, it stays on in this process.
         tf.config.experimental.enable_op_determinism()
-    else:
-        tf.config.experimental.disable_op_determinism()
     return Runtime(strategy=strategy, kind=kind, precision=rt.precision, xla=rt.xla,
                    seed=rt.seed, deterministic=rt.deterministic)
 
