@@ -1,0 +1,191 @@
+"""`cbst-tf label`: end to end on a tiny target set, against a brute-force reference.
+
+The reference recomputes the round's probabilities with the plain full-resolution model
+(cbst_tf.inference), sorts every pixel's confidence (Algorithms 1/2 literally) and applies
+Eq. 5 / Eq. 8 / Eq. 9 pixel by pixel; the label step (stride-logit cache, streaming
+histograms, sharding) must agree with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbst_tf.config import load_config
+from cbst_tf.errors import CbstError
+from cbst_tf.io import read_json
+from cbst_tf.runs import pretrained_weights
+from layouts import write_cityscapes
+
+SIZE = (24, 40)
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    from cbst_tf.data.convert import convert_dataset
+
+    root = tmp_path_factory.mktemp("cs")
+    write_cityscapes(root, split="train", n=6, size=SIZE, seed=3)
+    out = root / "tfr"
+    convert_dataset(fmt="cityscapes", root=root, out=out, split="train", shards=2, skip_bad=False,
+                    workers=1, command="test")
+    return out
+
+
+def make_cfg(workdir, target, method="cbst", extra=()):
+    return load_config(None, [
+        f"runtime.workdir={workdir}", f"data.target={target}", "model.width=0.0625", "model.dropout=0.0",
+        f"selftrain.method={method}", "data.parallel_calls=1", "selftrain.prior_size=[12,20]", *extra])
+
+
+def save_model(cfg, seed=0):
+    from cbst_tf.models import build_model
+
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model(cfg.model.name, 19, width=cfg.model.width, dropout=0.0)
+    path = pretrained_weights(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(path))
+    return model
+
+
+def read_pseudo(label_dir):
+    from cbst_tf.data.reader import eval_dataset
+
+    cfg = load_config(None, ["data.parallel_calls=1"])
+    return {ex["source_id"].decode(): ex["label"] for ex in
+            eval_dataset(label_dir / "pseudo", cfg.data).as_numpy_iterator()}
+
+
+def reference_labels(model, target, mode, portion, priors=None):
+    """Algorithms 1/2 by sorting all pixels, Eq. 5/8/9 per pixel (float16 like the histograms)."""
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.inference import predict_probs
+    from cbst_tf.models import build_model
+
+    cfg = load_config(None, ["data.parallel_calls=1"])
+    stride = build_model(cfg.model.name, 19, width=0.0625, dropout=0.0, upsample=False)
+    stride.set_weights(model.get_weights())
+    maps = {}
+    for ex in eval_dataset(target, cfg.data).as_numpy_iterator():
+        # The label step's cache contract: logits at the output stride rounded to float16,
+        # then upsampled and soft-maxed; within 1e-2 of the float32 full-resolution model.
+        logits = stride(ex["image"][None]).numpy().astype(np.float16).astype(np.float32)
+        p = tf.nn.softmax(tf.image.resize(logits, SIZE, method="bilinear")[0], axis=-1).numpy()
+        assert np.abs(p - predict_probs(model, ex["image"])).max() < 1e-2
+        v = p if priors is None else p * priors
+        maps[ex["source_id"].decode()] = v.astype(np.float16).astype(np.float64)
+    allv = np.concatenate([m.reshape(-1, 19) for m in maps.values()])
+    cls, top = allv.argmax(1), allv.max(1)
+    thr = np.ones(19)
+    for c in range(19):
+        vals = np.sort(top if mode == "st" else top[cls == c])[::-1]
+        k = int(np.floor(portion * len(vals)))
+        thr[c] = vals[k - 1] if k > 0 else np.inf
+    out = {}
+    for sid, m in maps.items():
+        flat = m.reshape(-1, 19)
+        lab = np.full(len(flat), 255, np.uint8)
+        for n, row in enumerate(flat):
+            if mode == "st":
+                c = int(row.argmax())
+                if row[c] >= thr[0]:
+                    lab[n] = c
+            else:
+                ratio = np.where(np.isinf(thr), 0, row / np.where(np.isinf(thr), 1, thr))
+                c = int(ratio.argmax())
+                if ratio[c] >= 1:
+                    lab[n] = c
+        out[sid] = lab.reshape(m.shape[:2])
+    return out, thr
+
+
+@pytest.mark.parametrize("method", ["st", "cbst"])
+def test_label_step_matches_brute_force(tmp_path, target, method):
+    from cbst_tf.selftrain.label_step import run_label
+
+    cfg = make_cfg(tmp_path / "w", target, method)
+    model = save_model(cfg)
+    label_dir = run_label(cfg, 1)
+    stats = read_json(label_dir / "stats.json")
+    expected, thr = reference_labels(model, target, method, 0.2)
+    got = read_pseudo(label_dir)
+    assert set(got) == set(expected)
+    for sid in expected:
+        np.testing.assert_array_equal(got[sid], expected[sid], err_msg=sid)
+    finite = np.isfinite(thr)
+    assert np.allclose(np.asarray(stats["thresholds"])[finite], thr[finite])
+    assert stats["round"] == 1 and stats["portion"] == 0.2 and stats["mode"] == method
+    assert stats["num_images"] == 6
+    assert sum(stats["predicted_pixels"]) == 6 * SIZE[0] * SIZE[1]
+    sel = np.asarray(stats["selected_pixels"])
+    pred = np.asarray(stats["predicted_pixels"])
+    if method == "cbst":  # Algorithm 2: at least floor(p * N_c) of every predicted class (ties add)
+        assert np.all(sel >= np.floor(0.2 * pred))
+        assert (pred > 0).sum() >= 2  # a degenerate one-class model would test little
+    else:  # Algorithm 1: at least floor(p * N) pixels over all classes
+        assert sel.sum() >= np.floor(0.2 * pred.sum())
+    assert sel.sum() <= 0.3 * pred.sum()
+    assert (label_dir / "preview.png").is_file() and (label_dir / "DONE").is_file()
+    assert not (label_dir / "cache").exists()
+    manifest = read_json(label_dir / "pseudo" / "manifest.json")
+    assert manifest["num_examples"] == 6 and manifest["labelled"]
+
+
+def test_four_shards_equal_unsharded(tmp_path, target):
+    from cbst_tf.selftrain.label_step import run_label
+
+    one = make_cfg(tmp_path / "one", target, "cbst", ["selftrain.portion_start=0.3"])
+    save_model(one, seed=1)
+    run_label(one, 1)
+    four = make_cfg(tmp_path / "four", target, "cbst", ["selftrain.portion_start=0.3"])
+    save_model(four, seed=1)
+    for i in range(4):
+        run_label(four, 1, shard=(i, 4), phase="stats")
+    with pytest.raises(CbstError):  # nothing is written before every slice's stats exist
+        run_label(make_cfg(tmp_path / "four2", target, "cbst"), 1, shard=(0, 4), phase="write")
+    for i in (2, 0, 3, 1):
+        run_label(four, 1, shard=(i, 4), phase="write")
+    a = read_json(tmp_path / "one" / "round_1" / "label" / "stats.json")
+    b = read_json(tmp_path / "four" / "round_1" / "label" / "stats.json")
+    for key in ("thresholds", "predicted_pixels", "selected_pixels", "rare_classes", "num_images"):
+        assert a[key] == b[key], key
+    la, lb = read_pseudo(tmp_path / "one" / "round_1" / "label"), read_pseudo(tmp_path / "four" / "round_1" / "label")
+    assert set(la) == set(lb)
+    for sid in la:
+        np.testing.assert_array_equal(la[sid], lb[sid])
+
+
+def test_write_phase_waits_for_missing_shards(tmp_path, target):
+    from cbst_tf.selftrain.label_step import run_label
+
+    cfg = make_cfg(tmp_path / "w", target)
+    save_model(cfg)
+    run_label(cfg, 1, shard=(0, 2), phase="stats")
+    with pytest.raises(CbstError, match=r"shard\(s\) 1 of 2"):
+        run_label(cfg, 1, shard=(0, 2), phase="write")
+
+
+def test_priors_and_errors(tmp_path, target):
+    from cbst_tf.selftrain.label_step import run_label
+
+    cfg = make_cfg(tmp_path / "w", target, "cbst_sp")
+    model = save_model(cfg)
+    with pytest.raises(CbstError, match="spatial priors not found"):
+        run_label(cfg, 1)
+    rng = np.random.default_rng(0)
+    priors = rng.uniform(0.1, 1.0, size=(*SIZE, 19)).astype(np.float32)
+    priors /= priors.sum(axis=(0, 1), keepdims=True)
+    path = tmp_path / "w" / "priors" / "priors.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, priors)
+    label_dir = run_label(cfg, 1)
+    expected, _ = reference_labels(model, target, "cbst", 0.2, priors=priors / priors.max())
+    got = read_pseudo(label_dir)
+    for sid in expected:
+        np.testing.assert_array_equal(got[sid], expected[sid])
+    with pytest.raises(CbstError, match="finetune --round 1"):
+        run_label(cfg, 2)
+    with pytest.raises(CbstError, match="makes no pseudo-labels"):
+        run_label(make_cfg(tmp_path / "x", target, "source_only"), 1)
