@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from layouts import write_cityscapes
 
 from cbst_tf.config import load_config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
 from cbst_tf.runs import pretrained_weights
-from layouts import write_cityscapes
 
 SIZE = (24, 40)
 
@@ -42,8 +42,13 @@ def make_cfg(workdir, target, method="cbst", extra=()):
 def save_model(cfg, seed=0):
     from cbst_tf.models import build_model
 
-    tf.keras.utils.set_random_seed(seed)
     model = build_model(cfg.model.name, 19, width=cfg.model.width, dropout=0.0)
+    # FCN score layers start at zero (uniform outputs, all ties): draw every trainable weight
+    # at random instead so predictions span several classes and confidences are distinct.
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        fan_in = int(np.prod(v.shape[:-1])) if len(v.shape) > 1 else 1
+        v.assign(rng.normal(0.0, 1.0 / np.sqrt(fan_in), v.shape).astype(np.float32))
     path = pretrained_weights(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(path))
