@@ -19,6 +19,7 @@ Any missing, unreadable or mismatched file raises a one-line ``CbstError`` namin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import keras
@@ -37,7 +38,8 @@ def vgg16_imagenet_path() -> Path:
     try:
         return Path(keras.utils.get_file(VGG16_FILE, VGG16_URL, cache_subdir="models", file_hash=VGG16_HASH))
     except Exception as exc:  # noqa: BLE001 - any download failure means "not available offline"
-        cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras")
+        # keras.utils.get_file's cache root: $KERAS_HOME or ~/.keras.
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
         raise CbstError(
             f"{cache / 'models' / VGG16_FILE}: VGG16 ImageNet weights not in the Keras cache and "
             f"could not be downloaded ({type(exc).__name__}); pass a local file as model.weights"
