@@ -20,21 +20,31 @@ def distinct_maps(seed, n=3, shape=(10, 12)):
     return list(vals.reshape(n, *shape, C))
 
 
-def quantised(m, priors=None):
+def potential32(m, priors=None):
     v = m.astype(np.float32)
     if priors is not None:
         v = v * (priors.astype(np.float32) * np.float32(2.0 ** -math.ceil(math.log2(float(priors.max())))))
-    return v.astype(np.float16).astype(np.float64)
+    return v
 
 
-def brute_force(m, thresholds, priors=None):
-    """Eq. 8 pixel by pixel: argmax_c v(c)/t_c (first maximum), kept when >= 1."""
+def quantised(m, priors=None):
+    return potential32(m, priors).astype(np.float16).astype(np.float64)
+
+
+def brute_force(m, thresholds, priors=None, mode="cbst"):
+    """Pixel by pixel. Eq. 8: argmax_c v(c)/t_c (first maximum), kept when >= 1.
+    Eq. 5: the float32 argmax, kept when its float16 value >= t."""
     v = quantised(m, priors)
     scale = 1.0 if priors is None else 2.0 ** -math.ceil(math.log2(float(priors.max())))
-    t = np.asarray(thresholds) * scale
+    t = np.asarray(thresholds, dtype=np.float64) * scale
     out = np.full(m.shape[:2], 255, np.uint8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
+            if mode == "st":
+                best = int(np.argmax(potential32(m, priors)[i, j]))
+                if v[i, j, best] >= t[0]:
+                    out[i, j] = best
+                continue
             ratios = []
             for c in range(m.shape[2]):
                 if t[c] == np.inf:
@@ -60,7 +70,7 @@ def test_st_selects_exactly_top_fraction(portion):
         sel = lab != 255
         # Eq. 5: the label is the argmax, and every selected pixel beats every unselected one.
         np.testing.assert_array_equal(lab[sel], m.argmax(-1)[sel])
-        np.testing.assert_array_equal(lab, brute_force(m, t))
+        np.testing.assert_array_equal(lab, brute_force(m, t, mode="st"))
     tops = np.concatenate([quantised(m).max(-1)[lab != 255] for m, lab in zip(maps, labels, strict=True)])
     rest = np.concatenate([quantised(m).max(-1)[lab == 255] for m, lab in zip(maps, labels, strict=True)])
     assert tops.min() > rest.max()
@@ -101,11 +111,13 @@ def test_ties_at_threshold_are_all_selected():
     for mode in ("st", "cbst"):
         t = compute_thresholds([m], 0.3, mode)
         lab = assign_pseudo_labels(m, t, mode)
-        np.testing.assert_array_equal(lab, brute_force(m, t))
+        np.testing.assert_array_equal(lab, brute_force(m, t, mode=mode))
         assert (lab != 255).sum() >= math.floor(0.3 * 400)
 
 
-def test_random_maps_match_brute_force_with_priors():
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_random_maps_match_brute_force_with_priors(chunk, monkeypatch):
+    monkeypatch.setattr("cbst_tf.selftrain.pseudo_labels._CHUNK", chunk)  # blocks straddle rows
     rng = np.random.default_rng(3)
     maps = [rng.dirichlet(np.full(C, 0.5), size=(9, 11)).astype(np.float32) for _ in range(3)]
     priors = rng.random((9, 11, C)).astype(np.float32) ** 3
@@ -114,11 +126,12 @@ def test_random_maps_match_brute_force_with_priors():
         t = compute_thresholds(maps, 0.4, mode, priors=priors)
         for m in maps:
             lab = assign_pseudo_labels(m, t, mode, priors=priors)
-            np.testing.assert_array_equal(lab, brute_force(m, t, priors))
+            np.testing.assert_array_equal(lab, brute_force(m, t, priors, mode=mode))
             # Eq. 9: selected labels follow the potential, not the raw probability
             if mode == "st":
                 sel = lab != 255
-                np.testing.assert_array_equal(lab[sel], quantised(m, priors).argmax(-1)[sel])
+                np.testing.assert_array_equal(lab[sel], (priors * m).argmax(-1)[sel])
+                assert (lab[sel] != m.argmax(-1)[sel]).any()
 
 
 def test_inf_selects_nothing_even_for_saturated_pixels():

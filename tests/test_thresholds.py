@@ -28,16 +28,16 @@ def random_maps(seed, n=4, shape=(9, 11), classes=C, levels=None):
 
 
 def reference_values(maps, priors=None, subsample=1):
-    """Slow and obvious: quantise, argmax, per-image per-class [::k], concatenate."""
+    """Slow and obvious: float32 argmax, float16 value, per-image per-class [::k], concatenate."""
     per_class = [[] for _ in range(maps[0].shape[-1])]
     for m in maps:
         v = m.astype(np.float32)
         if priors is not None:
             s = 2.0 ** -math.ceil(math.log2(float(priors.max())))
             v = v * (priors.astype(np.float32) * np.float32(s))
-        v = v.astype(np.float16).astype(np.float64).reshape(-1, m.shape[-1])
+        v = v.reshape(-1, m.shape[-1])
         cls = v.argmax(axis=1)
-        top = v[np.arange(len(v)), cls]
+        top = v[np.arange(len(v)), cls].astype(np.float16).astype(np.float64)
         for c in range(m.shape[-1]):
             per_class[c].append(top[cls == c][::subsample])
     return [np.concatenate(x) for x in per_class]

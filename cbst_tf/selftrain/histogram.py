@@ -8,10 +8,10 @@ numbers the float16 bit pattern read as ``uint16`` is monotone in the value, so 
 sorting, exactly, at float16 resolution, in ``C x 65536`` int64 counters whatever the
 number of images. Histograms of disjoint shards add up to the histogram of their union.
 
-Quantisation contract (shared with :func:`cbst_tf.selftrain.assign_pseudo_labels`): every
-step of the self-training solver works on ``v = float16(s * q * p)`` (``q = 1`` and
-``s = 1`` without priors), rounded to nearest-even. The predicted class of a pixel is the
-argmax of ``v`` over classes (ties: lowest class id, numpy's rule).
+Quantisation contract (shared with :func:`cbst_tf.selftrain.assign_pseudo_labels`): the
+predicted class of a pixel is the argmax over classes of the float32 potential
+``s * q * p`` (``q = s = 1`` without priors; ties: lowest class id, numpy's rule); every
+comparison with a threshold uses ``v = float16(s * q * p)``, rounded to nearest-even.
 
 Why the scale ``s`` (Eq. 9 potentials): priors are normalised so ``sum_n q_n(c) = 1``, so
 ``q ~ 1/N`` (3e-5 at 128x256, 5e-7 at 1024x2048) and ``q * p`` falls into float16's
@@ -46,18 +46,17 @@ def prior_scale(priors: np.ndarray) -> float:
     return 2.0 ** (-math.ceil(math.log2(top)))
 
 
-def quantise(prob_map: np.ndarray, priors: np.ndarray | None = None, scale: float | None = None,
-             name: str = "prob_map") -> np.ndarray:
-    """``float16(s * q * p)`` as uint16 bit patterns, shape (H, W, C) (Eq. 9 potential).
+def potentials(prob_map: np.ndarray, priors: np.ndarray | None = None, scale: float | None = None,
+               name: str = "prob_map") -> np.ndarray:
+    """The float32 (H, W, C) selection metric: ``p``, or ``s * q * p`` with priors (Eq. 9).
 
     ``scale`` defaults to :func:`prior_scale` of ``priors``; it is ignored without priors.
-    Negative, NaN or overflowing values raise a one-line :class:`CbstError`.
     """
     p = np.asarray(prob_map)
     if p.ndim != 3 or p.shape[-1] < 1:
         raise CbstError(f"{name}: expected an (H, W, C) probability map, got shape {p.shape}")
     if priors is None:
-        values = p
+        values = p.astype(np.float32, copy=False)
     else:
         q = np.asarray(priors)
         if q.shape != p.shape:
@@ -66,18 +65,39 @@ def quantise(prob_map: np.ndarray, priors: np.ndarray | None = None, scale: floa
         s = prior_scale(q) if scale is None else float(scale)
         values = q.astype(np.float32) * np.float32(s)  # exact: s is a power of two
         values *= p.astype(np.float32, copy=False)
-    bits = values.astype(np.float16).view(np.uint16)
-    return bits
+    if values.size and float(values.min()) < 0:
+        raise CbstError(f"{name}: contains negative values")
+    return values
 
 
-def check_bits(top_bits: np.ndarray, name: str) -> None:
-    """Reject values that are not finite non-negative float16 numbers.
+def to_bits(values: np.ndarray) -> np.ndarray:
+    """float16 rounding (to nearest even) of non-negative values, as monotone uint16 patterns."""
+    return np.asarray(values).astype(np.float16).view(np.uint16)
 
-    Called on per-pixel maxima: a negative value (sign bit set) or a NaN has a larger bit
-    pattern than every valid value, so it always wins the argmax and is caught here.
+
+def quantise(prob_map: np.ndarray, priors: np.ndarray | None = None, scale: float | None = None,
+             name: str = "prob_map") -> np.ndarray:
+    """``float16(s * q * p)`` of every class as uint16 bit patterns, shape (H, W, C)."""
+    return to_bits(potentials(prob_map, priors, scale, name))
+
+
+def predicted(values: np.ndarray, name: str = "prob_map") -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of a float32 (H, W, C) potential: (argmax class, float16 bits of its value).
+
+    The argmax is taken on float32 (ties: lowest class id); only the winning value is
+    quantised, which keeps the histogram update at one float16 conversion per pixel.
     """
-    if top_bits.size and int(top_bits.max()) > MAX_FINITE_BITS:
-        raise CbstError(f"{name}: contains negative, NaN or infinite (> 65504 after scaling) values")
+    flat = values.reshape(-1, values.shape[-1])
+    classes = flat.argmax(axis=1)  # a NaN wins numpy's argmax, so check_bits sees it
+    bits = to_bits(np.take_along_axis(flat, classes[:, None], axis=1)[:, 0])
+    check_bits(bits, name)
+    return classes, bits
+
+
+def check_bits(bits: np.ndarray, name: str) -> None:
+    """Reject quantised values that are NaN, infinite or overflow float16 (> 65504)."""
+    if bits.size and int(bits.max()) > MAX_FINITE_BITS:
+        raise CbstError(f"{name}: contains NaN or infinite values (or > 65504 after prior scaling)")
 
 
 def every_kth_per_class(classes: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -121,13 +141,10 @@ class ConfidenceHistogram:
             raise CbstError("priors: every map of one histogram must be given with priors or none")
         if priors is not None and self.scale is None:
             self.scale = prior_scale(np.asarray(priors))
-        bits = quantise(prob_map, priors, self.scale)
-        if bits.shape[-1] != self.num_classes:
-            raise CbstError(f"prob_map: has {bits.shape[-1]} classes, the histogram {self.num_classes}")
-        flat = bits.reshape(-1, self.num_classes)
-        classes = flat.argmax(axis=1)
-        top = np.take_along_axis(flat, classes[:, None], axis=1)[:, 0]
-        check_bits(top, "prob_map")
+        values = potentials(prob_map, priors, self.scale)
+        if values.shape[-1] != self.num_classes:
+            raise CbstError(f"prob_map: has {values.shape[-1]} classes, the histogram {self.num_classes}")
+        classes, top = predicted(values)
         self._predicted += np.bincount(classes, minlength=self.num_classes)
         if subsample > 1:
             keep = every_kth_per_class(classes, int(subsample), self.num_classes)

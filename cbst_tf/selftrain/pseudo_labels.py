@@ -14,8 +14,9 @@ The paper writes ``> exp(-k)``/``> 1``; we select ``>=`` so that, with threshold
 :func:`cbst_tf.selftrain.compute_thresholds`, exactly the top ``floor(p * N_c)`` pixels
 are reached when values are distinct (ties with the threshold are all selected).
 Comparisons use the same float16-quantised potentials as the threshold histograms
-(:mod:`cbst_tf.selftrain.histogram`); ties in the Eq. 8 argmax go to the lowest class id.
-The Eq. 8 ratios are exact: quotients of float16 numbers keep their order in float64.
+(:mod:`cbst_tf.selftrain.histogram`). Eq. 5 labels the float32 argmax (the histogram's
+predicted class); Eq. 8 takes the argmax of the quantised ratios ``v(c) / t_c`` (ties: the
+lowest class id), which is exact: quotients of float16 numbers keep their order in float64.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import numpy as np
 
 from cbst_tf.errors import CbstError
 from cbst_tf.labels import IGNORE
-from cbst_tf.selftrain.histogram import check_bits, prior_scale, quantise
+from cbst_tf.selftrain.histogram import check_bits, potentials, predicted, prior_scale, to_bits
 from cbst_tf.selftrain.thresholds import check_mode
+
+_CHUNK = 1 << 16  # pixels per block in the Eq. 8 solver
 
 
 def _check_thresholds(thresholds: np.ndarray | float, num_classes: int) -> np.ndarray:
@@ -48,37 +51,32 @@ def assign_pseudo_labels(prob_map: np.ndarray, thresholds: np.ndarray | float, m
     nothing. ``mode="st"`` requires one global value (Eq. 5); ``"cbst"`` applies Eq. 8.
     """
     check_mode(mode)
-    bits = quantise(prob_map, priors)
-    height, width, num_classes = bits.shape
+    values = potentials(prob_map, priors)
+    height, width, num_classes = values.shape
     if num_classes > IGNORE:
         raise CbstError(f"prob_map: {num_classes} classes do not fit uint8 train ids below {IGNORE}")
     t = _check_thresholds(thresholds, num_classes)
     if priors is not None:
-        t = t * prior_scale(np.asarray(priors))  # back to the scaled units of ``bits``
-    flat = bits.reshape(-1, num_classes)
+        t = t * prior_scale(np.asarray(priors))  # into the scaled units of ``values``
+    flat = values.reshape(-1, num_classes)
     labels = np.full(flat.shape[0], IGNORE, dtype=np.uint8)
 
     if mode == "st":
         if not (t == t[0]).all():
             raise CbstError(f"thresholds: mode 'st' expects one global value, got {t.tolist()}")
-        classes = flat.argmax(axis=1)
-        top = np.take_along_axis(flat, classes[:, None], axis=1)[:, 0]
-        check_bits(top, "prob_map")
+        classes, top = predicted(values)  # the histogram's predicted class and value
         keep = top.view(np.float16).astype(np.float64) >= t[0]  # Eq. 5
         labels[keep] = classes[keep]
         return labels.reshape(height, width)
 
-    check_bits(flat.max(axis=1), "prob_map")
-    best_ratio = np.full(flat.shape[0], -1.0)
-    best_class = np.zeros(flat.shape[0], dtype=np.uint8)
-    for c in range(num_classes):  # one class at a time: memory O(H*W), not O(H*W*C)
-        if np.isinf(t[c]):
-            continue  # ratio 0: never selected, never above a selectable class
-        values = flat[:, c].view(np.float16).astype(np.float64)
-        ratio = np.full_like(values, np.inf) if t[c] == 0 else values / t[c]
-        better = ratio > best_ratio  # strict: ties keep the lower class id
-        best_ratio[better] = ratio[better]
-        best_class[better] = c
-    keep = best_ratio >= 1.0  # Eq. 8
-    labels[keep] = best_class[keep]
+    zero = t == 0  # threshold 0: every value (even 0) reaches it, ratio +inf
+    safe_t = np.where(zero, 1.0, t)  # v / inf = 0: a class with t = inf is never selected
+    for start in range(0, flat.shape[0], _CHUNK):  # bounded memory: O(chunk * C) float64
+        bits = to_bits(flat[start:start + _CHUNK])
+        check_bits(bits, "prob_map")
+        ratio = bits.view(np.float16).astype(np.float64) / safe_t
+        ratio[:, zero] = np.inf
+        best = ratio.argmax(axis=1)  # first maximum: ties go to the lowest class id
+        keep = np.take_along_axis(ratio, best[:, None], axis=1)[:, 0] >= 1.0  # Eq. 8
+        labels[start:start + _CHUNK][keep] = best[keep]
     return labels.reshape(height, width)
