@@ -86,7 +86,7 @@ def slow_shuffled(segment):
         order = np.random.default_rng(segment).permutation(len(x))
         while True:
             for i in order:
-                time.sleep(0.03)
+                time.sleep(0.015)
                 yield x[i], y[i]
     sig = (tf.TensorSpec((16, 16, 3), tf.float32), tf.TensorSpec((16, 16), tf.int32))
     return tf.data.Dataset.from_generator(gen, output_signature=sig).batch(GLOBAL_BATCH)
@@ -208,7 +208,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tmp_path):
         deadline = time.monotonic() + 180
         while not (out / "ckpt" / "ckpt-3.index").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before exit/timeout"
-            time.sleep(0.05)
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
