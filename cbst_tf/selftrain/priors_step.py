@@ -90,15 +90,16 @@ def heatmap(prior: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(grey, cv2.COLORMAP_VIRIDIS)
 
 
-def heatmap_grid(priors: np.ndarray, names: list[str], columns: int = 4) -> np.ndarray:
-    """All classes' heat maps in a grid, each captioned with its train id and name."""
+def heatmap_grid(priors: np.ndarray, names: list[str], unseen: list[int] = (), columns: int = 4) -> np.ndarray:
+    """All classes' heat maps in a grid, captioned with train id and name (``unseen``: uniform)."""
     h, w, num_classes = priors.shape
     caption = 18
     rows = -(-num_classes // columns)
     grid = np.full((rows * (h + caption), columns * w, 3), 255, np.uint8)
     for c in range(num_classes):
         y, x = (c // columns) * (h + caption), (c % columns) * w
-        cv2.putText(grid, f"{c} {names[c]}", (x + 3, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+        text = f"{c} {names[c]}" + (" (unseen)" if c in unseen else "")
+        cv2.putText(grid, text, (x + 3, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                     cv2.LINE_AA)
         grid[y + caption:y + caption + h, x:x + w] = heatmap(priors[:, :, c])
     return grid
@@ -146,10 +147,11 @@ def run_priors(cfg: Config) -> Path:
     priors = smooth_and_normalise(acc.counts, kernel, image_size, prior_size)
 
     names = class_names(manifest, num_classes)
+    unseen = [c for c in range(num_classes) if acc.counts[:, :, c].sum() == 0]
     for c in range(num_classes):
         safe = "".join(ch if ch.isalnum() else "_" for ch in names[c])
         atomic_write_bytes(out / "heatmaps" / f"{c}_{safe}.png", _png(heatmap(priors[:, :, c])))
-    atomic_write_bytes(out / "heatmaps_grid.png", _png(heatmap_grid(priors, names)))
+    atomic_write_bytes(out / "heatmaps_grid.png", _png(heatmap_grid(priors, names, unseen)))
     ky, kx = kernel_at_prior(kernel, image_size, prior_size)
     atomic_write_json(out / "priors.json", {
         "prior_size": list(prior_size),
@@ -163,7 +165,7 @@ def run_priors(cfg: Config) -> Path:
         "num_images": acc.num_images,
         "classes": names,
         "class_pixel_counts_at_prior": acc.counts.sum(axis=(0, 1)).tolist(),
-        "unseen_classes_uniform": [c for c in range(num_classes) if acc.counts[:, :, c].sum() == 0],
+        "unseen_classes_uniform": unseen,
     })
     atomic_save_npy(target, priors)
     mark_done(out, f"priors {priors.shape} from {acc.num_images} images")
