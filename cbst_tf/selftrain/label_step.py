@@ -160,7 +160,8 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
     predicted = hist.predicted_pixels
     info = {
         "round": round_, "portion": portion, "mode": mode, "method": st.method, "rank": st.rank,
-        "thresholds": [float(t) for t in thresholds],
+        # null = +inf: floor(p * N_c) = 0, the class selects nothing (strict JSON has no Infinity).
+        "thresholds": [float(t) if np.isfinite(t) else None for t in thresholds],
         "predicted_pixels": [int(v) for v in predicted],
         "rare_classes": [int(c) for c in rare_classes(predicted, st.rare_threshold, st.rare_min_classes)],
     }
@@ -178,7 +179,7 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
         return
     info = round_thresholds(cfg, label_dir, round_, n)
     mode, _ = method_mode(cfg)
-    thresholds = np.asarray(info["thresholds"], np.float64)
+    thresholds = np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64)
     infer = None
     cache_dir = label_dir / "cache" / f"{i}-of-{n}"
     examples, count = _target_examples(cfg, shard)
