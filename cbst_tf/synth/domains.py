@@ -104,8 +104,8 @@ TARGET_STYLE: Style = make_style(
            PART_MARKING: ((200, 200, 195), 0.75), PART_SKIN: ((200, 160, 135), 0.85),
            PART_TRUNK: ((85, 70, 60), 0.9), PART_LAMP: ((0, 0, 0), 1.0), PART_FACE: ((0, 0, 0), 1.0)},
     palettes={PART_LAMP: _LAMPS_TARGET, PART_FACE: [(45, 85, 190), (200, 45, 45), (225, 225, 225)]},
-    sky_top=(175, 195, 215), light=(1.0, 1.0, 1.0, 0.94, 1.0), white_balance=(0.95, 1.0, 1.04),
-    saturation=0.8, contrast=0.9, gamma=1.1, haze=0.004, haze_colour=(170, 180, 190), blur=0.8,
+    sky_top=(175, 195, 215), light=(1.0, 1.0, 1.0, 0.94, 1.0), white_balance=(0.96, 1.0, 1.03),
+    saturation=0.85, contrast=0.93, gamma=1.06, haze=0.0035, haze_colour=(170, 180, 190), blur=0.8,
     vignette=0.35, noise=5.0, jitter=0.12,
 )
 

@@ -37,7 +37,7 @@ class Geometry:
 
 _BASE_RATES = {
     "car": 5.0, "parked": 3.0, "truck": 0.4, "bus": 0.4, "train": 0.18, "person": 3.0,
-    "rider": 0.9, "bicycle": 0.8, "motorcycle": 0.45, "pole": 3.5, "light": 1.3, "sign": 1.6,
+    "rider": 0.9, "bicycle": 0.8, "motorcycle": 0.45, "pole": 2.6, "light": 1.3, "sign": 1.6,
     "tree": 2.5,
 }
 
@@ -53,6 +53,6 @@ SOURCE_GEOMETRY = Geometry(
 TARGET_GEOMETRY = Geometry(
     horizon=(0.38, 0.50), cam_height=(1.25, 1.7), vp_jitter=0.08, object_scale=0.95,
     rates={**_BASE_RATES, "parked": 4.0, "person": 4.0, "rider": 1.0, "bicycle": 1.3,
-           "motorcycle": 0.35, "pole": 4.0, "sign": 2.0, "tree": 3.5},
+           "motorcycle": 0.35, "pole": 3.0, "sign": 2.0, "tree": 3.5},
     building_side=(0.3, 0.85), terrain=0.5, hood=1.0,
 )
