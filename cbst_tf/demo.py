@@ -106,7 +106,7 @@ def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
         plot_selection(rounds, out / "selection_per_class.png",
                        "Pseudo-label pixels selected per class and round (ST vs CBST)")
         made.append("selection_per_class.png")
-    grid = Path(priors_file(cfg)).parent / "heatmaps" / "grid.png"
+    grid = Path(priors_file(cfg)).parent / "heatmaps_grid.png"
     if grid.is_file():
         shutil.copyfile(grid, out / "spatial_priors.png")
         made.append("spatial_priors.png")
