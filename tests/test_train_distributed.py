@@ -206,7 +206,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     proc = subprocess.Popen(cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
-        while not (out / "ckpt" / "ckpt-3.index").exists():
+        state = out / "ckpt" / "checkpoint"  # written after the ckpt files: then it is resumable
+        while not (state.exists() and "ckpt-3" in state.read_text()):
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before exit/timeout"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)

@@ -119,7 +119,8 @@ def test_cli_pretrain_sigkill_and_rerun_matches_uninterrupted(tmp_path):
     proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not (run / "pretrain" / "ckpt" / "ckpt-8.index").exists():
+        state = run / "pretrain" / "ckpt" / "checkpoint"  # written after the checkpoint files
+        while not (state.exists() and "ckpt-8" in state.read_text()):
             assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
