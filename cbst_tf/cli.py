@@ -173,11 +173,17 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @config_app.command("reference")
-def config_reference() -> None:
+def config_reference(
+    update: Annotated[Path | None, typer.Option("--update", help="Rewrite the block in this Markdown file.")] = None,
+) -> None:
     """Print the config reference (Markdown table generated from the dataclasses)."""
-    from cbst_tf.config import reference_markdown
+    from cbst_tf.config import reference_markdown, update_reference_block
 
-    typer.echo(reference_markdown(), nl=False)
+    if update is None:
+        typer.echo(reference_markdown(), nl=False)
+        return
+    changed = _guard(update_reference_block, update)
+    typer.echo(f"{update}: {'updated' if changed else 'already up to date'}")
 
 
 # ----------------------------------------------------------------------------- steps
