@@ -1,0 +1,41 @@
+"""`cbst-tf demo --fast`: the whole pipeline end to end, its report, and reproducibility."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from cbst_tf import cli
+
+
+@pytest.mark.slow
+def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "a"), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["seed"] == 3 and report["fast"] is True
+    assert report["wall_seconds"] > 0
+    assert set(report["methods"]) == {"source_only", "st", "cbst", "cbst_sp"}  # --fast skips the oracle
+    for name, method in report["methods"].items():
+        assert isinstance(method["miou"], float) and math.isfinite(method["miou"]), name
+        assert 0.0 <= method["miou"] <= 100.0
+        assert len(method["iou"]) == 19
+    md = (tmp_path / "a" / "report.md").read_text()
+    for row in ("| Source only |", "| ST |", "| CBST |", "| CBST-SP |"):
+        assert row in md
+    for figure in ("selection_per_class.png", "spatial_priors.png", "qualitative.png"):
+        assert (tmp_path / "a" / figure).stat().st_size > 1000, figure
+    # ST and CBST selection statistics behind the plot: CBST selects >= floor(p * N_c) of every class.
+    stats = json.loads((tmp_path / "a" / "runs" / "cbst" / "round_1" / "label" / "stats.json").read_text())
+    for sel, pred in zip(stats["selected_pixels"], stats["predicted_pixels"], strict=True):
+        assert sel >= math.floor(0.2 * pred)
+
+    # Same seed, fresh directory: the same table (runtime.deterministic is on in the preset).
+    again = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "b"), "--seed", "3"])
+    assert again.exit_code == 0, again.output
+    report2 = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report2["methods"] == report["methods"]
