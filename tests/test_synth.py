@@ -249,3 +249,17 @@ def test_domain_gap_is_structured_per_class(samples):
     hard, easy = shift[[1, 3, 4, 9, 12]], shift[[0, 2, 5, 11, 13]]
     assert hard.min() > easy.max(), (hard, easy)
     assert hard.mean() > 40.0
+
+
+def test_each_city_has_its_own_style():
+    """NTHU-style cities shift the target's palette and lighting in different directions."""
+    from cbst_tf.synth.domains import city_domain
+
+    def mean_rgb(city: str) -> np.ndarray:
+        style, geo = city_domain(city)
+        return np.mean([render(0, city, i, (48, 96), style, geo)[0].reshape(-1, 3).mean(0) for i in range(6)], 0)
+
+    rome, tokyo, taipei = mean_rgb("Rome"), mean_rgb("Tokyo"), mean_rgb("Taipei")
+    assert rome[0] / rome[2] > 1.1 * tokyo[0] / tokyo[2]  # warm vs cool white balance
+    assert np.abs(rome - taipei).max() > 5 and np.abs(tokyo - taipei).max() > 5
+    assert city_domain("Springfield")[0].name == "Springfield"  # any city name gets a style

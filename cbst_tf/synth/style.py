@@ -61,13 +61,17 @@ class Style:
     vignette: float  # relative darkening of the corners
     noise: float  # sensor noise std (grey levels)
     jitter: float  # per-image std of log exposure (a third of it per white-balance channel)
+    # Per-image variety of the conditions (weather, time of day): haze, blur and noise are
+    # scaled by exp(U(-variety, variety)), saturation by a third and contrast and the
+    # directional light by a quarter of that range.
+    variety: float = 0.0
 
 
 def make_style(name: str, looks: dict[int, Look], parts: dict[int, tuple[tuple[float, float, float], float]],
                palettes: dict[int, list[tuple[float, float, float]]], sky_top: tuple[float, float, float],
                light: tuple[float, ...], white_balance: tuple[float, float, float], saturation: float,
                contrast: float, gamma: float, haze: float, haze_colour: tuple[float, float, float],
-               blur: float, vignette: float, noise: float, jitter: float) -> Style:
+               blur: float, vignette: float, noise: float, jitter: float, variety: float) -> Style:
     """Pack per-class :class:`Look` objects into look-up tables indexed by train id."""
     colour = np.zeros((256, 3), np.float32)
     spread, grain, blotch = (np.zeros(256, np.float32) for _ in range(3))
@@ -84,7 +88,7 @@ def make_style(name: str, looks: dict[int, Look], parts: dict[int, tuple[tuple[f
     f32 = lambda v: np.array(v, np.float32)  # noqa: E731
     return Style(name, colour, spread, grain, blotch, pattern, part_colour, part_mix, pal, f32(sky_top),
                  f32(light), f32(white_balance), saturation, contrast, gamma, haze, f32(haze_colour), blur,
-                 vignette, noise, jitter)
+                 vignette, noise, jitter, variety)
 
 
 def _take(table: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -133,7 +137,7 @@ def _texture(scene: Scene, style: Style, rng: np.random.Generator) -> np.ndarray
 def render_image(scene: Scene, style: Style, rng: np.random.Generator) -> np.ndarray:
     """Colour a :class:`Scene` with ``style``; returns uint8 RGB (H, W, 3)."""
     lab, inst, part, kind = scene.labels, scene.inst, scene.part, scene.kind
-    h, w = lab.shape
+    h = lab.shape[0]
     # Per-instance offsets: a colour shift shared by the whole object (car paint, clothes).
     offsets = rng.standard_normal((256, 3)).astype(np.float32)
     offsets[0] = 0.0  # instance 0 = stuff (road, sidewalk, sky...): no per-object shift
@@ -150,16 +154,25 @@ def render_image(scene: Scene, style: Style, rng: np.random.Generator) -> np.nda
             else style.part_colour[p]
         a = style.part_mix[p]
         img[m] = img[m] * (1.0 - a) + col * a
-    lum = _texture(scene, style, rng)
+    img += _texture(scene, style, rng)[..., None]
+    return _camera(img, scene, style, rng)
 
+
+def _camera(img: np.ndarray, scene: Scene, style: Style, rng: np.random.Generator) -> np.ndarray:
+    """Lighting, haze and the camera pipeline of one image (conditions drawn per image)."""
+    h, w = img.shape[:2]
+    kind, sky = scene.kind, scene.kind == SKY
+    vary = np.exp(rng.uniform(-style.variety, style.variety, 6) * np.array([1, 1, 1, 1 / 3, 1 / 4, 1 / 4]))
+    haze, blur, noise, saturation, contrast = (float(v) for v in vary[:5] * np.array(
+        [style.haze, style.blur, style.noise, style.saturation, style.contrast]))
+    light = (1.0 + (style.light - 1.0) * vary[5]).astype(np.float32)
     # Illumination: orientation-dependent light, exposure and vignetting as one spatial
     # gain, distance haze (not on the sky) folded into the same multiply-add.
     gx = np.linspace(-1.0, 1.0, w, dtype=np.float32) ** 2
     gy = np.linspace(-1.0, 1.0, h, dtype=np.float32) ** 2
-    gain = (1.0 - style.vignette * np.clip((gx[None, :] + gy[:, None]) / 2.0, 0.0, 1.0)) * _take(style.light, kind)
-    img += lum[..., None]
-    if style.haze > 0:
-        a = 1.0 - np.exp(-scene.depth * np.float32(style.haze))
+    gain = (1.0 - style.vignette * np.clip((gx[None, :] + gy[:, None]) / 2.0, 0.0, 1.0)) * _take(light, kind)
+    if haze > 0:
+        a = 1.0 - np.exp(-scene.depth * np.float32(haze))
         a[sky] = 0.0
         img *= ((1.0 - a) * gain)[..., None]
         img += (a * gain)[..., None] * style.haze_colour
@@ -169,13 +182,13 @@ def render_image(scene: Scene, style: Style, rng: np.random.Generator) -> np.nda
     # luminance, contrast about mid-grey) is linear: one 3x4 matrix.
     wb = style.white_balance * np.exp(rng.normal(0.0, style.jitter / 3.0, 3) + rng.normal(0.0, style.jitter))
     luma = np.array([[0.299, 0.587, 0.114]] * 3)
-    mix = style.contrast * (style.saturation * np.eye(3) + (1.0 - style.saturation) * luma) @ np.diag(wb)
-    matrix = np.concatenate([mix, np.full((3, 1), 128.0 * (1.0 - style.contrast))], 1)
+    mix = contrast * (saturation * np.eye(3) + (1.0 - saturation) * luma) @ np.diag(wb)
+    matrix = np.concatenate([mix, np.full((3, 1), 128.0 * (1.0 - contrast))], 1)
     img = cv2.transform(img, matrix.astype(np.float32))
-    if style.blur > 0:
-        img = cv2.GaussianBlur(img, (0, 0), style.blur * (w / 512.0) * rng.uniform(0.7, 1.3))
-    if style.noise > 0:
-        img += cv2.merge([_noise(rng, h, w) for _ in range(3)]) * np.float32(style.noise)
+    if blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), blur * (w / 512.0))
+    if noise > 0:
+        img += cv2.merge([_noise(rng, h, w) for _ in range(3)]) * np.float32(noise)
     out = np.clip(img, 0.0, 255.0, out=img).astype(np.uint8)
     if style.gamma != 1.0:
         lut = (255.0 * (np.arange(256) / 255.0) ** (1.0 / style.gamma)).round().astype(np.uint8)

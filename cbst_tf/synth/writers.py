@@ -64,8 +64,14 @@ def _encode(ext: str, image: np.ndarray, params: list[int] | None = None) -> byt
     return buf.tobytes()
 
 
+# Noisy photographs gain nothing from LZ matching: Huffman-only deflate with libpng's fast
+# filters is ~8x faster than the default and the files are smaller (measured at 256x512).
+_PNG_PHOTO = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS]
+
+
 def png_rgb(rgb: np.ndarray) -> bytes:
-    return _encode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return _encode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PHOTO)
 
 
 def jpg_rgb(rgb: np.ndarray, quality: int = 92) -> bytes:
@@ -81,7 +87,7 @@ def png_palette(ids: np.ndarray) -> bytes:
     im = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8))
     im.putpalette(GTA5_PALETTE)  # turns the "L" image into "P" with the same indices
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="PNG", compress_level=1)  # flat label maps compress well even at 1
     return buf.getvalue()
 
 
