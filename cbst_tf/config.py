@@ -108,6 +108,10 @@ class SelfTrainConfig:
     mine_port: float = field(default=0.5, metadata=_rng(0.0, 1.0))
     rare_threshold: float = field(default=0.001, metadata=_rng(0.0, 1.0))
     rare_min_classes: int = field(default=3, metadata=_rng(0, 254))
+    # Finetuning rounds' optimisation; null = train.lr / train.schedule. A model at the end of a
+    # poly schedule is destroyed by a restart at the pretraining lr, so rounds usually want less.
+    lr: float | None = field(default=None, metadata=_rng(0.0, 10.0, lo_open=True))
+    schedule: Literal["fixed", "poly", "round_decay"] | None = None
     lr_round_decay: float = field(default=1.4142135623730951, metadata=_rng(1.0, 100.0))
     test_scales: list[float] = field(default_factory=lambda: [1.0])
     test_flip: bool = False

@@ -11,6 +11,7 @@ from cbst_tf.train.optimizer import (
     CoupledSGD,
     PolySchedule,
     build_optimizer,
+    current_lr,
     decayed_variables,
     make_schedule,
     round_lr,
@@ -103,3 +104,15 @@ def test_build_optimizer_poly_follows_iterations_and_mixed_float16_scales_loss()
     assert isinstance(wrapped, keras.optimizers.LossScaleOptimizer)
     assert isinstance(wrapped.inner_optimizer, CoupledSGD)
     assert float(wrapped.scale_loss(1.0)) == pytest.approx(2.0 ** 15)
+
+
+def test_rounds_use_the_selftrain_learning_rate_and_schedule():
+    from cbst_tf.config import load_config
+
+    cfg = load_config(None, ["train.lr=0.01", "train.schedule=fixed", "selftrain.lr=0.002",
+                             "selftrain.schedule=round_decay"])
+    assert current_lr(build_optimizer(cfg, _model(), total_steps=10)) == pytest.approx(0.01)
+    assert current_lr(build_optimizer(cfg, _model(), total_steps=10, round_=1)) == pytest.approx(0.002)
+    assert current_lr(build_optimizer(cfg, _model(), total_steps=10, round_=3)) == pytest.approx(0.001)
+    plain = load_config(None, ["train.lr=0.01", "train.schedule=fixed"])
+    assert current_lr(build_optimizer(plain, _model(), total_steps=10, round_=2)) == pytest.approx(0.01)

@@ -16,6 +16,7 @@ in ``lr``, so a per-variable multiplier on ``lr`` is exactly a per-variable lear
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 
@@ -123,6 +124,9 @@ def build_optimizer(cfg: Config, model: keras.Model, total_steps: int, round_: i
     ``cbst_tf.models.classifier_variables(model)`` when ``train.classifier_lr_mult != 1``.
     """
     train = cfg.train
+    if round_ is not None:  # a self-training round: selftrain.lr / selftrain.schedule when set
+        train = dataclasses.replace(train, lr=cfg.selftrain.lr or train.lr,
+                                    schedule=cfg.selftrain.schedule or train.schedule)
     if train.classifier_lr_mult != 1.0 and classifier_vars is None:
         classifier_vars = _classifier_variables(model)
     opt = CoupledSGD(make_schedule(train, total_steps, round_, cfg.selftrain.lr_round_decay),
