@@ -84,8 +84,7 @@ def test_layouts_and_label_encodings(tmp_path):
 
 def test_converters_read_the_layouts(tmp_path):
     """The data converters' own layout readers decode the files to matching train ids."""
-    formats = pytest.importorskip("cbst_tf.data.formats")
-    del formats
+    pytest.importorskip("cbst_tf.data.formats")
     from cbst_tf.data.formats import cityscapes, gta5, nthu
 
     synthesize(tmp_path, seed=2, **TINY)

@@ -130,12 +130,9 @@ class Canvas:
     def finish(self) -> Scene:
         table = np.array(self.rows, np.float64)
         p = self.prim
-        labels = table[:, 0].astype(np.uint8)[p]
-        part = table[:, 1].astype(np.uint8)[p]
-        inst = table[:, 2].astype(np.uint8)[p]
-        kind = table[:, 3].astype(np.uint8)[p]
-        plane = table[:, 4].astype(np.float32)[p]
-        ox = table[:, 5].astype(np.float32)[p]
+        # np.take is several times faster than fancy indexing for these look-ups
+        labels, part, inst, kind = (np.take(table[:, k].astype(np.uint8), p) for k in range(4))
+        plane, ox = (np.take(table[:, k].astype(np.float32), p) for k in (4, 5))
         dx = (np.arange(self.w, dtype=np.float32) - np.float32(self.x_v))[None, :]
         dy = (np.arange(self.h, dtype=np.float32) - np.float32(self.y_h))[:, None]
         f = np.float32(self.f)
