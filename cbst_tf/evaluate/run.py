@@ -74,7 +74,6 @@ def load_model(cfg: Config, weights: Path) -> Any:
     return model
 
 
-_load_model = load_model  # the name the demo imported first
 
 
 def _check_dataset(cfg: Config) -> tuple[Path, dict]:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from cbst_tf.config import Config
+from cbst_tf.data.manifest import ManifestStats
 from cbst_tf.io import atomic_path, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES, colorize
 from cbst_tf.runs import mark_done
@@ -81,15 +82,16 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
     for s in summaries:
         sizes.update(s["image_sizes"])
     num_images = int(sum(s["num_images"] for s in summaries))
-    atomic_write_json(label_dir / "pseudo" / "manifest.json", {
-        "name": f"pseudo-labels round {info['round']} ({info['method']})", "format": "pseudo",
-        "label_space": "cityscapes19", "class_names": list(CLASS_NAMES[:c]), "num_classes": c,
-        "num_examples": num_images, "labelled": True, "shards": [s["shard"] for s in summaries],
-        "shard_counts": [s["num_images"] for s in summaries],
-        "class_pixel_counts": [int(v) for v in pixels[:c]], "ignored_pixels": int(pixels[255]),
-        "image_sizes": dict(sorted(sizes.items())), "skipped": [],
-        "command": f"cbst-tf label --round {info['round']}",
-    })
+    totals = ManifestStats(c)
+    totals.pixels[:] = pixels
+    totals.sizes.update(sizes)
+    totals.count = totals.labelled = num_images
+    manifest = totals.manifest(
+        name=f"pseudo-labels round {info['round']} ({info['method']})", fmt="pseudo", label_space="cityscapes19",
+        class_names=CLASS_NAMES[:c], shards=[s["shard"] for s in summaries],
+        shard_counts=[s["num_images"] for s in summaries], skipped=[],
+        command=f"cbst-tf label --round {info['round']}")
+    atomic_write_json(label_dir / "pseudo" / "manifest.json", manifest)
     stats = dict(info)
     stats.update({
         "selected_pixels": [int(v) for v in selected],
