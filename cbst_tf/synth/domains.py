@@ -107,8 +107,8 @@ TARGET_STYLE: Style = make_style(
            PART_MARKING: ((200, 200, 195), 0.75), PART_SKIN: ((200, 160, 135), 0.85),
            PART_TRUNK: ((85, 70, 60), 0.9), PART_LAMP: ((0, 0, 0), 1.0), PART_FACE: ((0, 0, 0), 1.0)},
     palettes={PART_LAMP: _LAMPS_TARGET, PART_FACE: [(45, 85, 190), (200, 45, 45), (225, 225, 225)]},
-    sky_top=(120, 160, 215), light=(1.0, 1.0, 1.0, 0.94, 1.0), white_balance=(0.975, 1.0, 1.025),
-    saturation=0.92, contrast=0.98, gamma=1.02, haze=0.003, haze_colour=(170, 180, 190), blur=0.6,
+    sky_top=(120, 160, 215), light=(1.0, 1.0, 1.0, 0.94, 1.0), white_balance=(0.94, 1.0, 1.07),
+    saturation=0.78, contrast=0.9, gamma=1.02, haze=0.007, haze_colour=(170, 180, 190), blur=0.6,
     vignette=0.2, noise=3.0, jitter=0.1, variety=0.15,
 )
 
