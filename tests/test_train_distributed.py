@@ -12,11 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from killing import kill_at_checkpoint
 
 WORKER = r'''
 import json, os, sys, time
@@ -203,19 +203,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        state = out / "ckpt" / "checkpoint"  # written after the ckpt files: then it is resumable
-        while not (state.exists() and "ckpt-3" in state.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before exit/timeout"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    code = kill_at_checkpoint(cmd(out), _env(), out / "ckpt" / "checkpoint", "ckpt-3", timeout=180)
+    assert code == -signal.SIGKILL
     assert not (out / "result.json").exists()
     assert not (out / "ckpt" / "ckpt-12.index").exists()
 

@@ -3,15 +3,14 @@
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from killing import kill_at_checkpoint
 
 from cbst_tf.config import load_config
 from cbst_tf.data.writer import DatasetWriter
@@ -116,18 +115,7 @@ def test_cli_pretrain_sigkill_and_rerun_matches_uninterrupted(tmp_path):
     full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        state = run / "pretrain" / "ckpt" / "checkpoint"  # written after the checkpoint files
-        while not (state.exists() and "ckpt-8" in state.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    kill_at_checkpoint(cmd(run), env, run / "pretrain" / "ckpt" / "checkpoint", "ckpt-8", timeout=240)
     assert not (run / "pretrain" / "DONE").exists() and not (run / "pretrain" / "final.weights.h5").exists()
     again = subprocess.run(cmd(run), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
