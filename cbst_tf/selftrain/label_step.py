@@ -180,27 +180,30 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     info = round_thresholds(cfg, label_dir, round_, n)
     mode, _ = method_mode(cfg)
     thresholds = np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64)
-    infer = None
     cache_dir = label_dir / "cache" / f"{i}-of-{n}"
     examples, count = _target_examples(cfg, shard)
     selected = np.zeros(cfg.data.num_classes, np.int64)
-    records, previews = [], []
-    for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: writing {i}/{n}")):
-        source_id = ex["source_id"].decode()
-        num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
-        logits = load_logits(cache_path(cache_dir, k), source_id, num_passes)
-        if logits is None:  # cache deleted or phases run on different machines: recompute
-            if infer is None:
-                infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
-                                     cfg.selftrain.test_flip, cfg.data.input_scale)
-            logits = infer(ex["image"])
-        size = tuple(ex["image"].shape[:2])
-        labels = assign_pseudo_labels(probs_from_logits(logits, size), thresholds, mode, priors=priors(size))
-        selected += np.bincount(labels[labels != 255], minlength=cfg.data.num_classes)[: cfg.data.num_classes]
-        records.append((ex["encoded"], ex["format"].decode(), size, source_id, labels))
-        if i == 0 and len(previews) < 4:
-            previews.append((ex["image"], labels))
-    write_part(label_dir, shard, records, selected, previews)
+    previews: list = []
+    num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
+
+    def records():  # one image at a time: a slice never sits in memory whole
+        infer = None
+        for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: writing {i}/{n}")):
+            source_id = ex["source_id"].decode()
+            logits = load_logits(cache_path(cache_dir, k), source_id, num_passes)
+            if logits is None:  # cache deleted or phases run on different machines: recompute
+                if infer is None:
+                    infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
+                                         cfg.selftrain.test_flip, cfg.data.input_scale)
+                logits = infer(ex["image"])
+            size = tuple(ex["image"].shape[:2])
+            labels = assign_pseudo_labels(probs_from_logits(logits, size), thresholds, mode, priors=priors(size))
+            selected[:] += np.bincount(labels[labels != 255], minlength=cfg.data.num_classes)[: cfg.data.num_classes]
+            if i == 0 and len(previews) < 4:
+                previews.append((ex["image"], labels))
+            yield ex["encoded"], ex["format"].decode(), size, source_id, labels
+
+    write_part(label_dir, shard, records(), selected, previews)
     finalize_if_complete(cfg, label_dir, n)
 
 

@@ -10,6 +10,7 @@ a killed slice is simply rerun.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -31,24 +32,30 @@ def _shard_name(i: int, n: int) -> str:
     return f"pseudo-{i:05d}-of-{n:05d}.tfrecord"
 
 
-def write_part(label_dir: Path, shard: tuple[int, int], records: list, selected: np.ndarray,
+def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selected: np.ndarray,
                previews: list) -> None:
-    """Write slice i's TFRecord, then its part summary (the part file marks it complete)."""
+    """Write slice i's TFRecord, then its part summary (the part file marks it complete).
+
+    ``records`` is consumed lazily (one image in memory at a time); ``selected`` and
+    ``previews`` are read only after it is exhausted, so its producer may fill them.
+    """
     from cbst_tf.data.tfrecord import make_example
 
     i, n = shard
     pixels = np.zeros(256, np.int64)
     sizes: Counter[str] = Counter()
+    count = 0
     with atomic_path(label_dir / "pseudo" / _shard_name(i, n)) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for encoded, fmt, (h, w), source_id, labels in records:
                 writer.write(make_example(encoded, fmt, h, w, source_id, labels).SerializeToString())
                 pixels += np.bincount(labels.ravel(), minlength=256)
                 sizes[f"{h}x{w}"] += 1
+                count += 1
     if previews:
         _write_preview(label_dir / "preview.png", previews)
     atomic_write_json(_part_path(label_dir, i, n), {
-        "shard": _shard_name(i, n), "num_images": len(records),
+        "shard": _shard_name(i, n), "num_images": count,
         "selected_pixels": [int(v) for v in selected], "label_pixels": [int(v) for v in pixels],
         "image_sizes": dict(sizes),
     })
