@@ -56,21 +56,20 @@ def _write_subset(src: str, ids: set[str], out: Path, labelled: bool, data_cfg) 
             writer.close()
 
 
-def _evaluate(cfg: Config, weights: Path, test_dir: Path):
+def _evaluate(cfg: Config, weights: Path, test_dir: Path) -> dict:
     from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.evaluate.confusion import ConfusionMatrix
     from cbst_tf.evaluate.evaluator import evaluate_model
     from cbst_tf.evaluate.run import load_model
 
-    result = evaluate_model(load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
+    return evaluate_model(load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
                             cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
                             description=f"evaluate {weights.parent.parent.name}")
-    return result, ConfusionMatrix.from_matrix(np.asarray(result["confusion_matrix"], np.int64))
 
 
 def run_crossval(cfg: Config, city: str) -> dict:
     """Run (or resume) the 10 folds for ``city``; writes ``crossval/<city>/results.{json,md}``."""
-    from cbst_tf.data.reader import read_manifest
+    from cbst_tf.data.reader import eval_dataset, read_manifest
+    from cbst_tf.evaluate.confusion import ConfusionMatrix
     from cbst_tf.evaluate.evaluator import summarize
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_selftrain
@@ -87,8 +86,6 @@ def run_crossval(cfg: Config, city: str) -> dict:
     source = Path(cfg.selftrain.source_weights) if cfg.selftrain.source_weights else pretrained_weights(cfg)
     if not source.is_file():
         run_pretrain(cfg)
-    from cbst_tf.data.reader import eval_dataset
-
     ids = [ex["source_id"].decode() for ex in eval_dataset(test_src, cfg.data).as_numpy_iterator()]
     methods = ["source_only", "st", "cbst"]
     if cfg.selftrain.method not in methods:
@@ -111,15 +108,12 @@ def run_crossval(cfg: Config, city: str) -> dict:
                     mcfg.selftrain.source_weights = str(source)
                     mcfg.data.target = str(fold / "data" / "train")
                     weights = run_selftrain(mcfg)
-                result, _ = _evaluate(cfg, Path(weights), fold / "data" / "test")
-                atomic_write_json(done, result)
+                atomic_write_json(done, _evaluate(cfg, Path(weights), fold / "data" / "test"))
             result = read_json(done)
             per_fold[method].append({"fold": k, "miou": result["miou"], "iou": result["iou"]})
             cm = np.asarray(result["confusion_matrix"], np.int64)
             pooled[method] = cm if method not in pooled else pooled[method] + cm
         progress.log(f"crossval {city}: fold {k + 1}/{FOLDS} done")
-    from cbst_tf.evaluate.confusion import ConfusionMatrix
-
     rows = {ROWS[m]: summarize(ConfusionMatrix.from_matrix(pooled[m]), cfg.eval.protocol) for m in methods}
     report = {"city": city, "folds": FOLDS, "fold_seed": FOLD_SEED, "protocol": cfg.eval.protocol,
               "pooled": {ROWS[m]: {"miou": rows[ROWS[m]]["miou"], "iou": rows[ROWS[m]]["iou"]} for m in methods},
