@@ -133,9 +133,12 @@ def train_dataset(
     return ds.with_options(_options())
 
 
-def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
+def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[int, int] = (0, 1),
+                 decode: bool = True) -> tf.data.Dataset:
     """Ordered, unbatched dicts ``image, label, source_id, encoded, format``; ``shard=(i, n)``
-    keeps examples i, i+n, i+2n, ... of the directory's order."""
+    keeps examples i, i+n, i+2n, ... of the directory's order. ``decode=False`` skips
+    image decoding and yields the raw fields of ``parse_example`` (``encoded, format,
+    height, width, label, source_id``)."""
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise CbstError(f"eval_dataset: shard {shard} must satisfy 0 <= i < n")
@@ -143,7 +146,8 @@ def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[in
     ds = tf.data.TFRecordDataset(_shard_files(directory, manifest))
     if n > 1:
         ds = ds.shard(n, i)
-    ds = ds.map(decode_example, num_parallel_calls=data_cfg.parallel_calls, deterministic=True)
+    ds = ds.map(decode_example if decode else parse_example, num_parallel_calls=data_cfg.parallel_calls,
+                deterministic=True)
     if data_cfg.prefetch > 0:
         ds = ds.prefetch(data_cfg.prefetch)
     return ds.with_options(_options())

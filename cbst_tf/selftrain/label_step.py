@@ -9,6 +9,11 @@ slice's pseudo-labels (Eq. 5 / Eq. 8 / Eq. 9) as TFRecords that ``finetune`` rea
 any labelled dataset. The last slice to finish writes ``manifest.json``, ``stats.json``
 and ``DONE``. ``--shard i/n`` lets a Kubernetes Indexed Job fan both phases out.
 
+Per-pixel work runs where the network runs (:mod:`~cbst_tf.selftrain.device_ops`: TF
+twins of the numpy reference, equal bit for bit): full-resolution probabilities never
+reach the host, which only moves the float16 stride logits to the cache and the label PNGs
+to the TFRecord. Phase ``write`` reads the target records without decoding the images.
+
 Disk: the pseudo-label TFRecords re-store the target image bytes (Cityscapes train,
 2,975 PNGs: about 6.5 GB per round) plus a small PNG of train ids per image; the logit
 cache (float16, 1/8 resolution: about 1.2 MB per image and test pass) is deleted once the
@@ -27,6 +32,7 @@ from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.runs import is_done, priors_file, require, round_dir, start_step, weights_before_round
+from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.logit_cache import (
     StrideLogits,
     cache_path,
@@ -59,7 +65,7 @@ def _load_priors(cfg: Config) -> np.ndarray:
 
 
 class _PriorsAtSize:
-    """Eq. 9 priors q_n(c) resized (bilinear) to each image size on first use.
+    """Eq. 9 priors q_n(c) resized (bilinear) to each image size on first use, kept on the device.
 
     The maps are divided by their global maximum once, at the prior resolution, and are
     NOT renormalised per size: a global constant leaves the Eq. 9 argmax and the
@@ -70,16 +76,16 @@ class _PriorsAtSize:
 
     def __init__(self, priors: np.ndarray | None):
         self.priors = None if priors is None else (priors / float(priors.max())).astype(np.float32)
-        self.cache: dict[tuple[int, int], np.ndarray] = {}
+        self.cache: dict[tuple[int, int], ScaledPriors] = {}
 
-    def __call__(self, size: tuple[int, int]) -> np.ndarray | None:
+    def __call__(self, size: tuple[int, int]) -> ScaledPriors | None:
         if self.priors is None:
             return None
         if size not in self.cache:
             import cv2
 
             resized = cv2.resize(self.priors, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-            self.cache[size] = resized.reshape(size[0], size[1], -1)
+            self.cache[size] = ScaledPriors.of(resized.reshape(size[0], size[1], -1))
         return self.cache[size]
 
 
@@ -96,14 +102,21 @@ def _load_label_model(cfg: Config, round_: int):
     return model, weights
 
 
-def _target_examples(cfg: Config, shard: tuple[int, int]):
+def _target_examples(cfg: Config, shard: tuple[int, int], decode: bool = True):
     from cbst_tf.data.reader import eval_dataset, read_manifest
 
     if not cfg.data.target:
         raise CbstError("data.target: no unlabelled target TFRecord directory configured")
     total = int(read_manifest(cfg.data.target)["num_examples"])
     count = len(range(shard[0], total, shard[1]))
-    return eval_dataset(cfg.data.target, cfg.data, shard=shard).as_numpy_iterator(), count
+    return eval_dataset(cfg.data.target, cfg.data, shard=shard, decode=decode).as_numpy_iterator(), count
+
+
+def _decode(encoded: bytes) -> np.ndarray:
+    """A stored target image as float32 RGB (the reader's decoding)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.io.decode_image(encoded, channels=3, expand_animations=False), tf.float32).numpy()
 
 
 def _hist_path(label_dir: Path, i: int, n: int) -> Path:
@@ -111,7 +124,7 @@ def _hist_path(label_dir: Path, i: int, n: int) -> Path:
 
 
 def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
-    from cbst_tf.selftrain import ConfidenceHistogram
+    from cbst_tf.selftrain.device_ops import DeviceHistogram
 
     out = _hist_path(label_dir, *shard)
     if out.is_file():
@@ -119,7 +132,7 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     model, _ = _load_label_model(cfg, round_)
     infer = StrideLogits(model, cfg.selftrain.test_scales, cfg.selftrain.test_flip, cfg.data.input_scale)
     cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
-    hist = ConfidenceHistogram(cfg.data.num_classes)
+    hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
     for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: inference {shard[0]}/{shard[1]}")):
         source_id = ex["source_id"].decode()
@@ -129,8 +142,8 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
             logits = infer(ex["image"])
             save_logits(path, source_id, logits)
         size = tuple(ex["image"].shape[:2])
-        hist.update(probs_from_logits(logits, size), priors=priors(size), subsample=cfg.selftrain.subsample)
-    hist.to_npz(out)
+        hist.update(probs_from_logits(logits, size), priors=priors(size), name=source_id)
+    hist.result().to_npz(out)
 
 
 def merged_histogram(label_dir: Path, n: int, num_classes: int):
@@ -170,7 +183,8 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
 
 
 def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
-    from cbst_tf.selftrain import assign_pseudo_labels
+    from cbst_tf.data.tfrecord import encode_label_png
+    from cbst_tf.selftrain.device_ops import DeviceLabeller
 
     i, n = shard
     part = label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
@@ -179,10 +193,12 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
         return
     info = round_thresholds(cfg, label_dir, round_, n)
     mode, _ = method_mode(cfg)
-    thresholds = np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64)
+    c = cfg.data.num_classes
+    labeller = DeviceLabeller(np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64),
+                              mode, c)
     cache_dir = label_dir / "cache" / f"{i}-of-{n}"
-    examples, count = _target_examples(cfg, shard)
-    selected = np.zeros(cfg.data.num_classes, np.int64)
+    examples, count = _target_examples(cfg, shard, decode=False)
+    selected = np.zeros(c, np.int64)
     previews: list = []
     num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
 
@@ -190,18 +206,18 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
         infer = None
         for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: writing {i}/{n}")):
             source_id = ex["source_id"].decode()
+            size = (int(ex["height"]), int(ex["width"]))
             logits = load_logits(cache_path(cache_dir, k), source_id, num_passes)
             if logits is None:  # cache deleted or phases run on different machines: recompute
                 if infer is None:
                     infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
                                          cfg.selftrain.test_flip, cfg.data.input_scale)
-                logits = infer(ex["image"])
-            size = tuple(ex["image"].shape[:2])
-            labels = assign_pseudo_labels(probs_from_logits(logits, size), thresholds, mode, priors=priors(size))
-            selected[:] += np.bincount(labels[labels != 255], minlength=cfg.data.num_classes)[: cfg.data.num_classes]
+                logits = infer(_decode(ex["encoded"]))
+            labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
+            selected[:] += counts[:c]
             if i == 0 and len(previews) < 4:
-                previews.append((ex["image"], labels))
-            yield ex["encoded"], ex["format"].decode(), size, source_id, labels
+                previews.append((_decode(ex["encoded"]), labels))
+            yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
     write_part(label_dir, shard, records(), selected, previews)
     finalize_if_complete(cfg, label_dir, n)

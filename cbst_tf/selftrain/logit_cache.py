@@ -5,8 +5,9 @@ full-resolution float32 probability maps, as the official code did, costs 160 MB
 Cityscapes image (official issues #2, #25). We cache the network's logits at its output
 stride (1/8) in float16 instead - 1.2 MB per 1024x2048 image and scale - and BOTH phases
 derive the probabilities from the cached float16 logits with the same function
-(:func:`probs_from_logits`), so the thresholds of phase 1 and the selection of phase 2 see
-bit-identical confidences.
+(:func:`probs_from_logits`, ONE traced function: the same graph in both phases, so
+the thresholds of phase 1 and the selection of phase 2 see bit-identical confidences -
+two differently fused graphs may round differently in the last bit).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from cbst_tf.io import atomic_path
 
 
 class StrideLogits:
-    """``(image, scale, flip) -> float16 logits at the output stride`` for a model without
-    its final upsampling (``build_model(..., upsample=False)``)."""
+    """``image -> [float16 logits at the output stride, one tensor per test pass]`` for a
+    model without its final upsampling (``build_model(..., upsample=False)``); the tensors
+    stay on the device."""
 
     def __init__(self, model, scales: Sequence[float], flip: bool, input_scale: float = 1.0):
         self.model = model
@@ -42,40 +44,46 @@ class StrideLogits:
 
         self._forward = forward
 
-    def __call__(self, image: np.ndarray | tf.Tensor) -> list[np.ndarray]:
+    def __call__(self, image: np.ndarray | tf.Tensor) -> list[tf.Tensor]:
         image = tf.convert_to_tensor(image, tf.float32)[tf.newaxis]
         hw = (int(image.shape[1]), int(image.shape[2]))
         out = []
         for scale, flip in self.passes:
             in_hw = scaled_size(hw, scale * self.input_scale)
-            out.append(self._forward(image, tf.constant(in_hw, tf.int32), tf.constant(flip)).numpy())
+            out.append(self._forward(image, tf.constant(in_hw, tf.int32), tf.constant(flip)))
         return out
 
 
-@tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float16), tf.TensorSpec([2], tf.int32)])
-def _probs_one(logits, size):
-    up = tf.image.resize(tf.cast(logits, tf.float32)[tf.newaxis], size, method="bilinear")[0]
-    return tf.nn.softmax(up, axis=-1)
-
-
-def probs_from_logits(logits: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Average of the softmax of every cached pass, upsampled (bilinear) to ``size``: (H, W, C) float32."""
-    size_t = tf.constant(size, tf.int32)
+def _mean_probs(size, *logits):
     total = None
     for item in logits:
-        p = _probs_one(tf.convert_to_tensor(item, tf.float16), size_t)
+        up = tf.image.resize(tf.cast(item, tf.float32)[tf.newaxis], size, method="bilinear")[0]
+        p = tf.nn.softmax(up, axis=-1)
         total = p if total is None else total + p
     if len(logits) > 1:
         total = total / float(len(logits))
-    return total.numpy()
+    return total
+
+
+_MEAN_PROBS: dict[int, object] = {}  # one traced graph per number of passes, any image size
+
+
+def probs_from_logits(logits: Sequence[np.ndarray | tf.Tensor], size: tuple[int, int]) -> tf.Tensor:
+    """Mean softmax of every cached pass, upsampled (bilinear) to ``size``: (H, W, C) float32 tensor."""
+    n = len(logits)
+    if n not in _MEAN_PROBS:
+        spec = [tf.TensorSpec([2], tf.int32)] + [tf.TensorSpec([None, None, None], tf.float16)] * n
+        _MEAN_PROBS[n] = tf.function(_mean_probs, input_signature=spec, autograph=False)
+    return _MEAN_PROBS[n](tf.constant(size, tf.int32), *(tf.convert_to_tensor(x, tf.float16) for x in logits))
 
 
 def cache_path(cache_dir: Path, index: int) -> Path:
     return Path(cache_dir) / f"{index:07d}.npz"
 
 
-def save_logits(path: Path, source_id: str, logits: Sequence[np.ndarray]) -> None:
+def save_logits(path: Path, source_id: str, logits: Sequence[np.ndarray | tf.Tensor]) -> None:
     """Write one image's cached passes atomically."""
+    logits = [np.asarray(x) for x in logits]
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, source_id=np.array(source_id), **{f"pass{i}": a for i, a in enumerate(logits)})

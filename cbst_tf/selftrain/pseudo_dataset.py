@@ -36,6 +36,9 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
                previews: list) -> None:
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
+    ``records`` yields ``(encoded image, format, (h, w), source_id, label PNG bytes,
+    (256,) pixel counts of the label values)``.
+
     ``records`` is consumed lazily (one image in memory at a time); ``selected`` and
     ``previews`` are read only after it is exhausted, so its producer may fill them.
     """
@@ -47,9 +50,9 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
     count = 0
     with atomic_path(label_dir / "pseudo" / _shard_name(i, n)) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for encoded, fmt, (h, w), source_id, labels in records:
-                writer.write(make_example(encoded, fmt, h, w, source_id, labels).SerializeToString())
-                pixels += np.bincount(labels.ravel(), minlength=256)
+            for encoded, fmt, (h, w), source_id, label_png, counts in records:
+                writer.write(make_example(encoded, fmt, h, w, source_id, label_png).SerializeToString())
+                pixels += counts
                 sizes[f"{h}x{w}"] += 1
                 count += 1
     if previews:
