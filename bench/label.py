@@ -123,7 +123,7 @@ def main() -> None:
 
     from cbst_tf import progress
 
-    progress.configure(enabled=False, log_every=10**9)
+    progress.configure(enabled=False, log_every=int(os.environ.get("BENCH_LOG_EVERY", 10**9)))
     runs = []
     for item in args.nets.split(","):
         net, width, images = item.split(":")

@@ -198,3 +198,33 @@ def test_priors_and_errors(tmp_path, target):
         run_label(cfg, 2)
     with pytest.raises(CbstError, match="makes no pseudo-labels"):
         run_label(make_cfg(tmp_path / "x", target, "source_only"), 1)
+
+
+def test_multiscale_flip_label_step_equals_numpy_reference(tmp_path, target):
+    """Test-time passes (scales 0.75/1.0, flip): the device path equals the numpy reference
+    (compute_thresholds + assign_pseudo_labels) on the mean probabilities of all passes."""
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.models import build_model
+    from cbst_tf.selftrain import assign_pseudo_labels, compute_thresholds
+    from cbst_tf.selftrain.label_step import run_label
+    from cbst_tf.selftrain.logit_cache import StrideLogits, probs_from_logits
+
+    cfg = make_cfg(tmp_path / "w", target, "cbst", ["selftrain.test_scales=[0.75,1.0]", "selftrain.test_flip=true"])
+    model = save_model(cfg, seed=2)
+    label_dir = run_label(cfg, 1)
+    stride = build_model(cfg.model.name, 19, width=cfg.model.width, dropout=0.0, upsample=False)
+    stride.set_weights(model.get_weights())
+    infer = StrideLogits(stride, [0.75, 1.0], True)
+    assert len(infer.passes) == 4
+    maps = {ex["source_id"].decode(): probs_from_logits([x.numpy() for x in infer(ex["image"])], SIZE).numpy()
+            for ex in eval_dataset(target, cfg.data).as_numpy_iterator()}
+    thresholds = compute_thresholds(list(maps.values()), 0.2, "cbst")
+    stats = read_json(label_dir / "stats.json")
+    np.testing.assert_array_equal([np.inf if t is None else t for t in stats["thresholds"]], thresholds)
+    got = read_pseudo(label_dir)
+    selected = 0
+    for sid, p in maps.items():
+        want = assign_pseudo_labels(p, thresholds, "cbst")
+        np.testing.assert_array_equal(got[sid], want, err_msg=sid)
+        selected += int((want != 255).sum())
+    assert 0 < selected == sum(stats["selected_pixels"])

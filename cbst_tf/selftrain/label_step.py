@@ -34,11 +34,11 @@ from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.runs import is_done, priors_file, require, round_dir, start_step, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.logit_cache import (
+    BackgroundWriter,
     StrideLogits,
     cache_path,
-    load_logits,
+    prefetch_logits,
     probs_from_logits,
-    save_logits,
 )
 from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, write_part
 
@@ -134,15 +134,17 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
     hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
-    for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: inference {shard[0]}/{shard[1]}")):
-        source_id = ex["source_id"].decode()
-        path = cache_path(cache_dir, k)
-        logits = load_logits(path, source_id, len(infer.passes))
-        if logits is None:
-            logits = infer(ex["image"])
-            save_logits(path, source_id, logits)
-        size = tuple(ex["image"].shape[:2])
-        hist.update(probs_from_logits(logits, size), priors=priors(size), name=source_id)
+    items = ((cache_path(cache_dir, k), ex["source_id"].decode(), ex) for k, ex in enumerate(examples))
+    with BackgroundWriter() as writer:
+        cached = prefetch_logits(items, len(infer.passes))  # a resumed slice reuses its cache
+        for k, (ex, logits) in enumerate(progress.track(cached, count,
+                                                        f"round {round_} label: inference {shard[0]}/{shard[1]}")):
+            source_id = ex["source_id"].decode()
+            if logits is None:
+                logits = infer(ex["image"])
+                writer.save(cache_path(cache_dir, k), source_id, logits)
+            size = tuple(ex["image"].shape[:2])
+            hist.update(probs_from_logits(logits, size), priors=priors(size), name=source_id)
     hist.result().to_npz(out)
 
 
@@ -202,12 +204,13 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     previews: list = []
     num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
 
-    def records():  # one image at a time: a slice never sits in memory whole
+    def records():  # one image at a time (plus a few cache files read ahead): a slice never sits in memory
         infer = None
-        for k, ex in enumerate(progress.track(examples, count, f"round {round_} label: writing {i}/{n}")):
+        items = ((cache_path(cache_dir, k), ex["source_id"].decode(), ex) for k, ex in enumerate(examples))
+        for ex, logits in progress.track(prefetch_logits(items, num_passes), count,
+                                         f"round {round_} label: writing {i}/{n}"):
             source_id = ex["source_id"].decode()
             size = (int(ex["height"]), int(ex["width"]))
-            logits = load_logits(cache_path(cache_dir, k), source_id, num_passes)
             if logits is None:  # cache deleted or phases run on different machines: recompute
                 if infer is None:
                     infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,

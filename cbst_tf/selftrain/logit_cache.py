@@ -12,8 +12,11 @@ two differently fused graphs may round differently in the last bit).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -100,3 +103,47 @@ def load_logits(path: Path, source_id: str, num_passes: int) -> list[np.ndarray]
             return [data[f"pass{i}"] for i in range(num_passes)]
     except (OSError, ValueError, KeyError) as exc:
         raise CbstError(f"{path}: corrupt logit cache ({exc}); delete it to recompute") from None
+
+
+class BackgroundWriter:
+    """Saves cache files on one worker thread so disk writes overlap the next forward pass.
+
+    At most ``depth`` saves are in flight; errors surface on the next ``save`` or on exit.
+    """
+
+    def __init__(self, depth: int = 4):
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-writer")
+        self._pending: deque[Future] = deque()
+
+    def save(self, path: Path, source_id: str, logits: Sequence[np.ndarray | tf.Tensor]) -> None:
+        host = [np.asarray(x) for x in logits]  # copy off the device on this thread
+        self._pending.append(self._pool.submit(save_logits, path, source_id, host))
+        while len(self._pending) > self.depth:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def prefetch_logits(items: Iterable[tuple[Path, str, Any]], num_passes: int,
+                    depth: int = 4) -> Iterator[tuple[Any, list[np.ndarray] | None]]:
+    """``(payload, cached logits or None)`` for ``(path, source_id, payload)`` items, in order,
+    reading up to ``depth`` files ahead on a worker thread."""
+    with ThreadPoolExecutor(1, thread_name_prefix="cache-reader") as pool:
+        ahead: deque[tuple[Any, Future]] = deque()
+        for path, source_id, payload in items:
+            ahead.append((payload, pool.submit(load_logits, path, source_id, num_passes)))
+            if len(ahead) > depth:
+                first, future = ahead.popleft()
+                yield first, future.result()
+        while ahead:
+            first, future = ahead.popleft()
+            yield first, future.result()
