@@ -14,10 +14,19 @@ priors):
 * float32 -> float16 casts round to nearest even in TF (Eigen) as in numpy;
 * Eq. 8 ratios ``float64(float16(v)) / t_c`` in float64, first maximum, kept at ``>= 1``.
 
-Histogram counters live in an int32 device variable updated by scatter-add (a few
-hundred thousand updates per image instead of a dense C x 65,536 array); the host folds
-it into the int64 :class:`~cbst_tf.selftrain.ConfidenceHistogram` before 2**31 pixels
-could have been added, so memory stays bounded and counts exact at any dataset size.
+Histogram counters live in an int32 device variable updated by scatter-add (one update
+per pixel instead of a dense C x 65,536 array per image); the host folds it into the
+int64 :class:`~cbst_tf.selftrain.ConfidenceHistogram` before 2**31 pixels could have been
+added, so memory stays bounded and counts exact at any dataset size.
+
+Both kernels are XLA-compiled (``jit_compile=True``; one compilation per image size, a
+fraction of a second each): XLA fuses their dozen elementwise passes over the (pixels x
+classes) map into a few loops. Measured on 2 CPU cores for 128x256x19 maps: histogram
+update 2.7 -> 1.0 ms, Eq. 8 labels 2.7 -> 1.9 ms. Every op involved (comparisons,
+max/min, casts, float64 division) is exact, so compilation does not change results. The
+probabilities themselves are NOT computed here under XLA: its softmax rounds differently
+(and was slower), and both phases must share one graph for them
+(:func:`~cbst_tf.selftrain.logit_cache.probs_from_logits`).
 """
 
 from __future__ import annotations
