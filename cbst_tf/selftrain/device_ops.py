@@ -125,8 +125,9 @@ class DeviceHistogram:
     """Accumulates :class:`ConfidenceHistogram` counts from float32 potentials on the device.
 
     ``update`` takes one image's (H, W, C) probabilities (a tensor, e.g. straight from
-    :func:`~cbst_tf.selftrain.logit_cache.probs_from_logits`) and optional priors; ``result()`` returns the exact int64
-    histogram, identical to feeding the same maps to ``ConfidenceHistogram.update``.
+    :func:`~cbst_tf.selftrain.logit_cache.probs_from_logits`) and optional priors;
+    ``result()`` returns the exact int64 histogram, identical to feeding the same maps to
+    ``ConfidenceHistogram.update``.
     """
 
     def __init__(self, num_classes: int, subsample: int = 1):
