@@ -1,4 +1,4 @@
-"""FastConv2D must be Conv2D with another algorithm: same outputs, same gradients."""
+"""cbst_tf Conv2D must be keras Conv2D with another algorithm: same outputs, gradients and weight files."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cbst_tf.models.layers import FastConv2D
+from cbst_tf.models.layers import Conv2D
 
 
 def _pair(x_shape, filters, kernel, **kwargs):
     ref = keras.layers.Conv2D(filters, kernel, **{k: v for k, v in kwargs.items() if k != "patches"})
-    fast = FastConv2D(filters, kernel, **kwargs)
+    fast = Conv2D(filters, kernel, **kwargs)
     ref.build(x_shape)
     fast.build(x_shape)
     rng = np.random.default_rng(0)
@@ -50,7 +50,7 @@ def test_fast_conv_matches_conv2d_values_and_gradients(kernel, kwargs):
 def test_fast_conv_mixed_precision_and_unknown_sizes():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        layer = FastConv2D(4, 7, padding="same", patches=True)
+        layer = Conv2D(4, 7, padding="same", patches=True)
         fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         y = fn(tf.ones((1, 5, 6, 3)))
         assert y.dtype == tf.bfloat16 and y.shape == (1, 5, 6, 4)
@@ -62,12 +62,38 @@ def test_fast_conv_mixed_precision_and_unknown_sizes():
 
 def test_fast_conv_rejects_what_it_cannot_compute():
     with pytest.raises(ValueError, match="patches=True"):
-        FastConv2D(4, 3, padding="valid", patches=True)
-    with pytest.raises(ValueError, match="channels_last"):
-        FastConv2D(4, 3, data_format="channels_first")
+        Conv2D(4, 3, padding="valid", patches=True)
+    with pytest.raises(ValueError, match="supports only channels_last"):
+        Conv2D(4, 3, data_format="channels_first")
 
 
 def test_fast_conv_round_trips_through_keras_config():
-    layer = FastConv2D(4, 7, padding="same", patches=True, name="fc6")
-    clone = FastConv2D.from_config(layer.get_config())
+    layer = Conv2D(4, 7, padding="same", patches=True, name="fc6")
+    clone = Conv2D.from_config(layer.get_config())
     assert clone.patches and clone.kernel_size == (7, 7) and clone.name == "fc6"
+
+
+@pytest.mark.parametrize("name", ["fcn8s_vgg16", "resnet38"])
+def test_weight_files_of_plain_keras_conv2d_models_load(tmp_path, name, monkeypatch):
+    """Keras keys .weights.h5 entries by class name and position: a model built with plain
+    keras.layers.Conv2D (as before this layer existed) and ours must read each other's files."""
+    import cbst_tf.models.fcn8s as fcn8s
+    import cbst_tf.models.resnet38 as resnet38
+    from cbst_tf.models import build_model
+
+    x = tf.constant(np.random.default_rng(2).uniform(0, 255, (1, 40, 56, 3)).astype("float32"))
+    ours = build_model(name, 19, width=0.0625, dropout=0.0)
+    def plain_conv(*args, patches=False, **kwargs):
+        return keras.layers.Conv2D(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(fcn8s, "Conv2D", plain_conv)
+        m.setattr(resnet38, "Conv2D", plain_conv)
+        plain = build_model(name, 19, width=0.0625, dropout=0.0)
+    assert not any(isinstance(layer, Conv2D) for layer in plain.layers)
+    rng = np.random.default_rng(3)
+    plain.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in plain.get_weights()])
+    path = tmp_path / "plain.weights.h5"
+    plain.save_weights(str(path))
+    ours.load_weights(str(path))
+    np.testing.assert_allclose(ours(x).numpy(), plain(x).numpy(), rtol=1e-4, atol=1e-4)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import keras
 
-from cbst_tf.models.layers import BilinearInit, CropTo, FastConv2D, Normalize
+from cbst_tf.models.layers import BilinearInit, Conv2D, CropTo, Normalize
 from cbst_tf.models.resize import ResizeLogits
 
 # (block, number of 3x3 convolutions, filters) of VGG16's convolutional part.
@@ -62,20 +62,20 @@ def build_fcn8s_vgg16(
     skips = {}
     for block, convs, filters in VGG16_BLOCKS:
         for i in range(1, convs + 1):
-            x = keras.layers.Conv2D(channels(filters, width), 3, padding="same", activation="relu",
+            x = Conv2D(channels(filters, width), 3, padding="same", activation="relu",
                                     name=f"block{block}_conv{i}")(x)
         x = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"block{block}_pool")(x)
         skips[block] = x
     fc = channels(FC_FILTERS, width)
-    # fc6/fc7 are plain convolutions; FastConv2D only picks a faster algorithm for them.
-    x = FastConv2D(fc, 7, padding="same", activation="relu", patches=True, name="fc6")(x)
+    # fc6 is a plain 7x7 convolution; patches=True only picks a faster algorithm for it.
+    x = Conv2D(fc, 7, padding="same", activation="relu", patches=True, name="fc6")(x)
     x = keras.layers.Dropout(dropout, name="drop6")(x)
-    x = FastConv2D(fc, 1, activation="relu", name="fc7")(x)
+    x = Conv2D(fc, 1, activation="relu", name="fc7")(x)
     x = keras.layers.Dropout(dropout, name="drop7")(x)
 
     # Score and fusion layers run in float32 so logits are float32 under mixed precision.
     def score(name: str):
-        return FastConv2D(num_classes, 1, kernel_initializer="zeros", name=name, dtype="float32")
+        return Conv2D(num_classes, 1, kernel_initializer="zeros", name=name, dtype="float32")
 
     def up2(name: str):
         return keras.layers.Conv2DTranspose(num_classes, 4, strides=2, use_bias=False,

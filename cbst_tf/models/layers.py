@@ -5,7 +5,7 @@
 - :class:`CropTo` crops a feature map to the spatial shape of a reference (FCN skips).
 - :class:`FrozenBatchNorm` keeps BatchNorm statistics fixed while gamma/beta still train
   (the official CBST/ResNet-38 code runs MXNet BatchNorm with ``use_global_stats=True``).
-- :class:`FastConv2D` is ``Conv2D`` computed by the fastest equivalent op for its shape
+- :class:`Conv2D` is Keras' ``Conv2D`` computed by the fastest equivalent op for its shape
   (matmul for 1x1, native dilated conv, patch matrix for FCN's fc6).
 - :func:`bilinear_kernel` is the upsampling filter FCN's learnable 2x layers start from.
 """
@@ -135,10 +135,14 @@ def _patch_conv(x, kernel):
 
 
 @keras.saving.register_keras_serializable(package="cbst_tf")
-class FastConv2D(keras.layers.Conv2D):
-    """A ``Conv2D`` (channels last) whose stride-1 cases run as the fastest equivalent op.
+class Conv2D(keras.layers.Conv2D):
+    """Keras' ``Conv2D`` (channels last) whose stride-1 cases run as the fastest equivalent op.
 
-    Same weights, names, results and gradients as ``Conv2D``; only the algorithm differs.
+    Same weights, names, results and gradients as ``keras.layers.Conv2D``; only the
+    algorithm differs. The class keeps the name ``Conv2D`` on purpose: Keras'
+    ``.weights.h5`` files key layers by snake-cased class name and position
+    (``layers/conv2d_7``), so any other name would make checkpoints saved with plain
+    ``Conv2D`` layers unloadable (and vice versa).
     Measured at 512x1024 on 2 CPU cores (bench/forward.py; 4096^2 matmul: 475-485 GFLOP/s):
 
     * 1x1 kernels become one matmul over pixels (ResNet-38's 2048 -> 4096: 362 -> 470
@@ -161,9 +165,9 @@ class FastConv2D(keras.layers.Conv2D):
         super().__init__(filters, kernel_size, **kwargs)
         self.patches = bool(patches)
         if self.data_format != "channels_last":
-            raise ValueError("FastConv2D supports only channels_last")
+            raise ValueError("cbst_tf Conv2D supports only channels_last")
         if self.patches and (self.padding != "same" or self.dilation_rate != (1, 1)):
-            raise ValueError("FastConv2D(patches=True) supports only 'same' padding without dilation")
+            raise ValueError("Conv2D(patches=True) supports only 'same' padding without dilation")
 
     def convolution_op(self, inputs, kernel):
         if self.strides != (1, 1) or self.groups != 1:

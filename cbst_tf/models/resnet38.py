@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import keras
 
 from cbst_tf.models.fcn8s import channels
-from cbst_tf.models.layers import FastConv2D, FrozenBatchNorm, Normalize
+from cbst_tf.models.layers import Conv2D, FrozenBatchNorm, Normalize
 from cbst_tf.models.resize import ResizeLogits
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,7 +79,7 @@ class _Builder:
             padding = "valid"
         else:
             padding = "valid" if kernel == 1 else "same"
-        return FastConv2D(filters, kernel, strides=stride, dilation_rate=1 if kernel == 1 else dilation,
+        return Conv2D(filters, kernel, strides=stride, dilation_rate=1 if kernel == 1 else dilation,
                                    padding=padding, use_bias=False, name=name)(x)
 
     def unit(self, x, name: str, filters, kernels, stride=1, dilation=1, first_dilation=None,
@@ -135,9 +135,9 @@ def build_resnet38(
     """
     image = keras.Input(shape=(*(input_hw or (None, None)), 3), name="image")
     x = resnet38_trunk(image, width, dropout, freeze_bn, mean)
-    x = FastConv2D(channels(HEAD_FILTERS, width), 3, padding="same", dilation_rate=HEAD_DILATION,
+    x = Conv2D(channels(HEAD_FILTERS, width), 3, padding="same", dilation_rate=HEAD_DILATION,
                             activation="relu", name="classifier_conv6a")(x)
-    logits = FastConv2D(num_classes, 3, padding="same", dilation_rate=HEAD_DILATION,
+    logits = Conv2D(num_classes, 3, padding="same", dilation_rate=HEAD_DILATION,
                                  name="classifier_score", dtype="float32")(x)
     if upsample:
         logits = ResizeLogits(name="upsample_logits")([logits, image])
