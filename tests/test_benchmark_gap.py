@@ -16,8 +16,8 @@ import pytest
 def test_source_only_is_far_below_the_target_oracle_and_far_above_chance(tmp_path):
     """With the demo's default seed, data, model and training budget (the built-in preset).
 
-    Measured in the session that wrote this test: source-only 17.5 vs oracle 37.6 mIoU on
-    seed 0 (gap 20.1); the demo's other seeds are in README.
+    Last measured: source-only 17.3 vs oracle 36.2 mIoU on seed 0 (gap 18.9); the demo's
+    other seeds are in README.
     """
     from cbst_tf.data.reader import eval_dataset
     from cbst_tf.demo import _prepare_data, demo_config

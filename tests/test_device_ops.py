@@ -139,3 +139,16 @@ def test_labeller_rejects_bad_thresholds():
         DeviceLabeller(np.arange(C, dtype=float), "st", C)
     with pytest.raises(CbstError, match="non-negative"):
         DeviceLabeller(np.full(C, -1.0), "cbst", C)
+
+
+def test_device_histogram_refuses_mixed_priors_like_the_reference():
+    m = maps(9, n=1)[0]
+    priors = priors_for(m.shape[:2], 10)
+    for first, second in ((None, priors), (priors, None)):
+        ref, dev = ConfidenceHistogram(C), DeviceHistogram(C)
+        ref.update(m, priors=first)
+        dev.update(tf.constant(m), priors=first)
+        with pytest.raises(CbstError, match="priors or none"):
+            ref.update(m, priors=second)
+        with pytest.raises(CbstError, match="priors or none"):
+            dev.update(tf.constant(m), priors=second)

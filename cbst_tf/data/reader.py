@@ -23,14 +23,20 @@ from cbst_tf.data.manifest import read_manifest
 from cbst_tf.data.tfrecord import parse_example, parse_source_id
 from cbst_tf.errors import CbstError
 
-__all__ = ["read_manifest", "train_dataset", "eval_dataset", "decode_example"]
+__all__ = ["read_manifest", "train_dataset", "eval_dataset", "decode_example", "decode_image"]
+
+
+def decode_image(encoded: tf.Tensor | bytes) -> tf.Tensor:
+    """Stored PNG/JPEG bytes as float32 (H, W, 3) RGB 0..255 (graph-safe)."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.cast(image, tf.float32)
 
 
 def decode_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Parse and decode: image float32 (H, W, 3) RGB 0..255, label uint8 (H, W) (255 if absent)."""
     f = parse_example(serialized)
-    image = tf.io.decode_image(f["encoded"], channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
+    image = decode_image(f["encoded"])
     shape = tf.shape(image)[:2]
     label = tf.cond(
         tf.strings.length(f["label"]) > 0,
@@ -38,7 +44,7 @@ def decode_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         lambda: tf.fill(shape, tf.constant(255, tf.uint8)),
     )
     label.set_shape([None, None])
-    return {"image": tf.cast(image, tf.float32), "label": label, "source_id": f["source_id"],
+    return {"image": image, "label": label, "source_id": f["source_id"],
             "encoded": f["encoded"], "format": f["format"]}
 
 

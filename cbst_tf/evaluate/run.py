@@ -74,8 +74,6 @@ def load_model(cfg: Config, weights: Path) -> Any:
     return model
 
 
-
-
 def _check_dataset(cfg: Config) -> tuple[Path, dict]:
     from cbst_tf.data.reader import read_manifest
 

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from cbst_tf.errors import CbstError
 from cbst_tf.selftrain.histogram import BINS, ConfidenceHistogram, prior_scale
+from cbst_tf.selftrain.pseudo_labels import check_thresholds
 
 # Error codes returned by the traced functions (raising inside a graph would lose the file name).
 OK, NEGATIVE, NOT_FINITE = 0, 1, 2
@@ -138,7 +139,6 @@ class DeviceHistogram:
         self.subsample = int(subsample)
         self._counts = tf.Variable(tf.zeros([self.num_classes * BINS], tf.int32), trainable=False)
         self._pending = 0  # pixels added to the device counters since the last fold
-        self._with_priors: bool | None = None
         c, k = self.num_classes, self.subsample
 
         def add(values):
@@ -175,14 +175,12 @@ class DeviceHistogram:
                name: str = "prob_map") -> None:
         """Add one map; ``priors`` are the (H, W, C) q_n(c) of Eq. 9 at the map's size."""
         priors = _scaled(priors)
-        with_priors = priors is not None
-        if self._with_priors is not None and with_priors != self._with_priors:
+        if self.host.num_images and (priors is None) != (self.host.scale is None):
             raise CbstError("priors: every map of one histogram must be given with priors or none")
-        self._with_priors = with_priors
         pixels = int(np.prod(probs.shape[:2]))
         if self._pending + pixels > _INT32_MAX:
             self._fold()
-        if with_priors:
+        if priors is not None:
             if self.host.scale is None:
                 self.host.scale = priors.scale
             scaled = priors.values
@@ -213,13 +211,12 @@ def _labels(values: tf.Tensor, thresholds: tf.Tensor, st: bool) -> tuple[tf.Tens
     shape = tf.shape(values)
     c = values.shape[-1]
     flat = tf.reshape(values, [-1, c])
-    v16 = tf.cast(tf.cast(flat, tf.float16), tf.float64)
+    status = _status(flat)
     if st:  # Eq. 5 on the float32 argmax, compared at float16 resolution
         classes, top = _first_argmax(flat)
-        status = _status(flat)
         keep = tf.cast(tf.cast(top, tf.float16), tf.float64) >= thresholds[0]
     else:  # Eq. 8: the class with the largest v / t_c, kept where that ratio reaches 1
-        status = _status(flat)
+        v16 = tf.cast(tf.cast(flat, tf.float16), tf.float64)
         zero = tf.equal(thresholds, 0.0)
         ratio = v16 / tf.where(zero, tf.ones_like(thresholds), thresholds)
         ratio = tf.where(zero[tf.newaxis], tf.constant(np.inf, tf.float64), ratio)
@@ -237,13 +234,8 @@ class DeviceLabeller:
     128x256 label map against 0.2 ms.)
     """
 
-    def __init__(self, thresholds: np.ndarray, mode: str, num_classes: int):
-        t = np.asarray(thresholds, np.float64)
-        if t.shape != (num_classes,) or np.isnan(t).any() or (t < 0).any():
-            raise CbstError(f"thresholds: expected {num_classes} non-negative values, got {t.tolist()}")
-        if mode == "st" and not (t == t[0]).all():
-            raise CbstError(f"thresholds: mode 'st' expects one global value, got {t.tolist()}")
-        self.thresholds = t
+    def __init__(self, thresholds: np.ndarray | float, mode: str, num_classes: int):
+        self.thresholds = check_thresholds(thresholds, num_classes, mode)
         st = mode == "st"
         sig = tf.TensorSpec([None, None, num_classes], tf.float32)
         tsig = tf.TensorSpec([num_classes], tf.float64)

@@ -112,13 +112,6 @@ def _target_examples(cfg: Config, shard: tuple[int, int], decode: bool = True):
     return eval_dataset(cfg.data.target, cfg.data, shard=shard, decode=decode).as_numpy_iterator(), count
 
 
-def _decode(encoded: bytes) -> np.ndarray:
-    """A stored target image as float32 RGB (the reader's decoding)."""
-    import tensorflow as tf
-
-    return tf.cast(tf.io.decode_image(encoded, channels=3, expand_animations=False), tf.float32).numpy()
-
-
 def _hist_path(label_dir: Path, i: int, n: int) -> Path:
     return label_dir / "hist" / f"shard-{i:05d}-of-{n:05d}.npz"
 
@@ -185,6 +178,7 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
 
 
 def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+    from cbst_tf.data.reader import decode_image
     from cbst_tf.data.tfrecord import encode_label_png
     from cbst_tf.selftrain.device_ops import DeviceLabeller
 
@@ -211,15 +205,18 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                                          f"round {round_} label: writing {i}/{n}"):
             source_id = ex["source_id"].decode()
             size = (int(ex["height"]), int(ex["width"]))
+            preview = i == 0 and len(previews) < 4
+            # Only a missing cache or a preview needs the pixels (the records are read undecoded).
+            image = decode_image(ex["encoded"]) if logits is None or preview else None
             if logits is None:  # cache deleted or phases run on different machines: recompute
                 if infer is None:
                     infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
                                          cfg.selftrain.test_flip, cfg.data.input_scale)
-                logits = infer(_decode(ex["encoded"]))
+                logits = infer(image)
             labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
             selected[:] += counts[:c]
-            if i == 0 and len(previews) < 4:
-                previews.append((_decode(ex["encoded"]), labels))
+            if preview:
+                previews.append((image.numpy(), labels))
             yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
     write_part(label_dir, shard, records(), selected, previews)

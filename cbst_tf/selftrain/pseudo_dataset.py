@@ -37,10 +37,9 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
     ``records`` yields ``(encoded image, format, (h, w), source_id, label PNG bytes,
-    (256,) pixel counts of the label values)``.
-
-    ``records`` is consumed lazily (one image in memory at a time); ``selected`` and
-    ``previews`` are read only after it is exhausted, so its producer may fill them.
+    (256,) pixel counts of the label values)`` and is consumed lazily (one image in memory
+    at a time); ``selected`` and ``previews`` are read only after it is exhausted, so its
+    producer may fill them.
     """
     from cbst_tf.data.tfrecord import make_example
 

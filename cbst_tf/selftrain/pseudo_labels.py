@@ -31,7 +31,12 @@ from cbst_tf.selftrain.thresholds import check_mode
 _CHUNK = 1 << 16  # pixels per block in the Eq. 8 solver
 
 
-def _check_thresholds(thresholds: np.ndarray | float, num_classes: int) -> np.ndarray:
+def check_thresholds(thresholds: np.ndarray | float, num_classes: int, mode: str) -> np.ndarray:
+    """The (C,) float64 thresholds for ``mode``; a scalar means one value for every class.
+
+    One-line errors for a wrong count, NaN or negative values, and (``st``) unequal values.
+    """
+    check_mode(mode)
     t = np.asarray(thresholds, dtype=np.float64)
     if t.ndim == 0:
         t = np.full(num_classes, float(t))
@@ -39,6 +44,8 @@ def _check_thresholds(thresholds: np.ndarray | float, num_classes: int) -> np.nd
         raise CbstError(f"thresholds: expected {num_classes} values, got shape {t.shape}")
     if np.isnan(t).any() or (t < 0).any():
         raise CbstError(f"thresholds: expected non-negative values (inf = select nothing), got {t.tolist()}")
+    if mode == "st" and not (t == t[0]).all():
+        raise CbstError(f"thresholds: mode 'st' expects one global value, got {t.tolist()}")
     return t
 
 
@@ -55,15 +62,13 @@ def assign_pseudo_labels(prob_map: np.ndarray, thresholds: np.ndarray | float, m
     height, width, num_classes = values.shape
     if num_classes > IGNORE:
         raise CbstError(f"prob_map: {num_classes} classes do not fit uint8 train ids below {IGNORE}")
-    t = _check_thresholds(thresholds, num_classes)
+    t = check_thresholds(thresholds, num_classes, mode)
     if priors is not None:
         t = t * prior_scale(np.asarray(priors))  # into the scaled units of ``values``
     flat = values.reshape(-1, num_classes)
     labels = np.full(flat.shape[0], IGNORE, dtype=np.uint8)
 
     if mode == "st":
-        if not (t == t[0]).all():
-            raise CbstError(f"thresholds: mode 'st' expects one global value, got {t.tolist()}")
         classes, top = predicted(values)  # the histogram's predicted class and value
         keep = top.view(np.float16).astype(np.float64) >= t[0]  # Eq. 5
         labels[keep] = classes[keep]
