@@ -136,6 +136,24 @@ def test_label_step_matches_brute_force(tmp_path, target, method):
     assert not (label_dir / "cache").exists()
     manifest = read_json(label_dir / "pseudo" / "manifest.json")
     assert manifest["num_examples"] == 6 and manifest["labelled"]
+    # Diagnostics: precision/recall of the pseudo-labels against the target's own labels.
+    from cbst_tf.data.reader import eval_dataset
+
+    truth = {ex["source_id"].decode(): ex["label"] for ex in
+             eval_dataset(target, make_cfg(tmp_path, target).data).as_numpy_iterator()}
+    selected, correct, true = np.zeros(19), np.zeros(19), np.zeros(19)
+    for sid, lab in expected.items():
+        known = truth[sid] < 19
+        true += np.bincount(truth[sid][known], minlength=19)
+        chosen = known & (lab < 19)
+        selected += np.bincount(lab[chosen], minlength=19)
+        correct += np.bincount(lab[chosen & (lab == truth[sid])], minlength=19)
+    q = stats["pseudo_label_quality"]
+    assert true.sum() > 0 and selected.sum() > 0
+    np.testing.assert_array_equal(q["selected"], selected)
+    np.testing.assert_array_equal(q["correct"], correct)
+    np.testing.assert_array_equal(q["true"], true)
+    assert q["overall_precision"] == pytest.approx(correct.sum() / selected.sum())
 
 
 def test_four_shards_equal_unsharded(tmp_path, target):

@@ -40,7 +40,8 @@ def run_selftrain(cfg: Config) -> Path:
             run_finetune(cfg, r)
         stats = read_json(round_dir(cfg, r, "label") / "stats.json")
         summary.append({k: stats[k] for k in ("round", "portion", "thresholds", "predicted_pixels",
-                                              "selected_pixels", "rare_classes")})
+                                              "selected_pixels", "rare_classes", "pseudo_label_quality")
+                        if k in stats})
         progress.log(f"round {r}/{rounds} done")
     final = weights_before_round(cfg, rounds + 1)
     atomic_write_json(step_dir(cfg) / "selftrain.json", {"method": method, "rounds": summary,

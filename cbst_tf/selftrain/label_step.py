@@ -41,6 +41,7 @@ from cbst_tf.selftrain.logit_cache import (
     probs_from_logits,
 )
 from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, write_part
+from cbst_tf.selftrain.quality import quality_counts
 
 METHOD_MODE = {"st": "st", "st_sp": "st", "cbst": "cbst", "cbst_sp": "cbst"}
 
@@ -178,6 +179,8 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
 
 
 def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+    import cv2
+
     from cbst_tf.data.reader import decode_image
     from cbst_tf.data.tfrecord import encode_label_png
     from cbst_tf.selftrain.device_ops import DeviceLabeller
@@ -195,6 +198,9 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     cache_dir = label_dir / "cache" / f"{i}-of-{n}"
     examples, count = _target_examples(cfg, shard, decode=False)
     selected = np.zeros(c, np.int64)
+    # Diagnostics only (never used for selection): pseudo-labels vs target labels, if any.
+    quality = np.zeros((3, c), np.int64)
+    labelled = [0]
     previews: list = []
     num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
 
@@ -215,11 +221,16 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                 logits = infer(image)
             labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
             selected[:] += counts[:c]
+            if ex["label"]:
+                truth = cv2.imdecode(np.frombuffer(ex["label"], np.uint8), cv2.IMREAD_UNCHANGED)
+                quality[:] += quality_counts(labels, truth, c)
+                labelled[0] += 1
             if preview:
                 previews.append((image.numpy(), labels))
             yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
-    write_part(label_dir, shard, records(), selected, previews)
+    write_part(label_dir, shard, records(), selected, previews,
+               quality=lambda: quality if labelled[0] == count else None)
     finalize_if_complete(cfg, label_dir, n)
 
 

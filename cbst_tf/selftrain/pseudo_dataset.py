@@ -10,7 +10,7 @@ a killed slice is simply rerun.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -22,6 +22,7 @@ from cbst_tf.data.manifest import ManifestStats
 from cbst_tf.io import atomic_path, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES, colorize
 from cbst_tf.runs import mark_done
+from cbst_tf.selftrain.quality import quality_summary
 
 
 def _part_path(label_dir: Path, i: int, n: int) -> Path:
@@ -33,13 +34,14 @@ def _shard_name(i: int, n: int) -> str:
 
 
 def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selected: np.ndarray,
-               previews: list) -> None:
+               previews: list, quality: Callable[[], np.ndarray | None] | None = None) -> None:
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
     ``records`` yields ``(encoded image, format, (h, w), source_id, label PNG bytes,
     (256,) pixel counts of the label values)`` and is consumed lazily (one image in memory
     at a time); ``selected`` and ``previews`` are read only after it is exhausted, so its
-    producer may fill them.
+    producer may fill them. ``quality``, called after that too, returns the slice's
+    :func:`~cbst_tf.selftrain.quality.quality_counts` when every image had target labels.
     """
     from cbst_tf.data.tfrecord import make_example
 
@@ -60,6 +62,7 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
         "shard": _shard_name(i, n), "num_images": count,
         "selected_pixels": [int(v) for v in selected], "label_pixels": [int(v) for v in pixels],
         "image_sizes": dict(sizes),
+        "quality_counts": None if quality is None or (q := quality()) is None else np.asarray(q).tolist(),
     })
 
 
@@ -108,6 +111,9 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
         "num_images": num_images, "num_shards": n, "class_names": list(CLASS_NAMES[:c]),
         "source": cfg.data.target,
     })
+    qualities = [s.get("quality_counts") for s in summaries]
+    if all(q is not None for q in qualities):  # the target had labels: diagnostics for the user
+        stats["pseudo_label_quality"] = quality_summary(np.sum(qualities, axis=0))
     atomic_write_json(label_dir / "stats.json", stats)
     mark_done(label_dir, f"round {info['round']}: {num_images} images")
     return True
