@@ -91,21 +91,36 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
     return results, panels
 
 
-def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
-    import shutil
-
-    from cbst_tf.report import plot_selection, qualitative_panels, save_rgb_png
-
-    made = []
+def _method_rounds(out: Path) -> dict[str, list[dict]]:
+    """Per-round label stats of each finished self-training method, by row name."""
     rounds = {}
-    for method in ("st", "cbst"):
+    for method in METHODS:
         summary = Path(out / "runs" / method / "selftrain.json")
         if summary.is_file():
             rounds[ROW_NAMES[method]] = read_json(summary)["rounds"]
-    if rounds and all(rounds.values()):
-        plot_selection(rounds, out / "selection_per_class.png",
+    return rounds
+
+
+def _has_quality(rounds: dict[str, list[dict]]) -> bool:
+    return bool(rounds) and all(r and all("pseudo_label_quality" in s for s in r) for r in rounds.values())
+
+
+def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
+    import shutil
+
+    from cbst_tf.report import plot_quality, plot_selection, qualitative_panels, save_rgb_png
+
+    made = []
+    rounds = _method_rounds(out)
+    selection = {k: v for k, v in rounds.items() if k in (ROW_NAMES["st"], ROW_NAMES["cbst"])}
+    if selection and all(selection.values()):
+        plot_selection(selection, out / "selection_per_class.png",
                        "Pseudo-label pixels selected per class and round (ST vs CBST)")
         made.append("selection_per_class.png")
+    if _has_quality(rounds):
+        plot_quality(rounds, out / "pseudo_label_quality.png",
+                     "Pseudo-labels against the target-train labels (never used by the methods)")
+        made.append("pseudo_label_quality.png")
     grid = Path(priors_file(cfg)).parent / "heatmaps_grid.png"
     if grid.is_file():
         shutil.copyfile(grid, out / "spatial_priors.png")
@@ -168,12 +183,21 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         "methods": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in results.items()},
         "figures": figures,
     }
+    rounds = _method_rounds(out)
+    quality_section: list[str] = []
+    if _has_quality(rounds):
+        from cbst_tf.report import quality_table
+
+        report["pseudo_label_quality"] = {m: [r["pseudo_label_quality"] for r in v] for m, v in rounds.items()}
+        quality_section = ["Pseudo-label precision / recall (%) against the target-train labels "
+                           "(diagnostics: the methods never see these labels):", "",
+                           quality_table(rounds), ""]
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", "\n".join([
         f"# cbst-tf demo (seed {seed}{', fast' if fast else ''})", "",
         "Embedded synthetic benchmark: game-style source (GTA5 layout) -> real-style target (Cityscapes layout).",
         f"IoU per class and mIoU (%) on the labelled target split; protocol `{cfg.eval.protocol}`.", "",
-        table, "", *[f"![{f}]({f})" for f in figures],
+        table, "", *quality_section, *[f"![{f}]({f})" for f in figures],
         "", f"Wall time: {report['wall_seconds']} s; stages: {timings}", ""]))
     print_table(rows, cfg.eval.protocol, title=f"cbst-tf demo, seed {seed}")
     return report

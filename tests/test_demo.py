@@ -27,12 +27,20 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     md = (tmp_path / "a" / "report.md").read_text()
     for row in ("| Source only |", "| ST |", "| CBST |", "| CBST-SP |"):
         assert row in md
-    for figure in ("selection_per_class.png", "spatial_priors.png", "qualitative.png"):
+    for figure in ("selection_per_class.png", "pseudo_label_quality.png", "spatial_priors.png", "qualitative.png"):
         assert (tmp_path / "a" / figure).stat().st_size > 1000, figure
     # ST and CBST selection statistics behind the plot: CBST selects >= floor(p * N_c) of every class.
     stats = json.loads((tmp_path / "a" / "runs" / "cbst" / "round_1" / "label" / "stats.json").read_text())
     for sel, pred in zip(stats["selected_pixels"], stats["predicted_pixels"], strict=True):
         assert sel >= math.floor(0.2 * pred)
+
+    # Pseudo-label precision/recall against the target-train labels, per method and round.
+    quality = report["pseudo_label_quality"]
+    assert set(quality) == {"ST", "CBST", "CBST-SP"} and all(len(r) == 3 for r in quality.values())
+    q = stats["pseudo_label_quality"]
+    assert quality["CBST"][0] == q
+    assert sum(q["correct"]) <= sum(q["selected"]) == sum(stats["selected_pixels"])
+    assert "Pseudo-label precision / recall" in md
 
     # Same seed, fresh directory: the same table (runtime.deterministic is on in the preset).
     again = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "b"), "--seed", "3"])
