@@ -241,12 +241,16 @@ def test_probe_iou_matches_slow_reference():
 
 def test_domain_gap_is_structured_per_class(samples):
     """Hard classes (Table 3: sidewalk, wall, fence, terrain, rider) move further in colour
-    between domains than easy ones (road, building, pole, person, car)."""
+    between domains than easy ones (road, building, pole, person, car), on average.
+
+    Not every hard class beyond every easy one: since the targets' class colours stopped
+    moving *towards* a confuser (README, "What we found"), sidewalk and wall move about as
+    far as building does under the global photometric shift (measured 33.8, 35.3 vs 36.5)."""
     ms, _ = probe.class_colour_means(samples["source"])
     mt, _ = probe.class_colour_means(samples["target"])
     shift = np.linalg.norm(ms - mt, axis=1)
     hard, easy = shift[[1, 3, 4, 9, 12]], shift[[0, 2, 5, 11, 13]]
-    assert hard.min() > easy.max(), (hard, easy)
+    assert hard.mean() > 1.5 * easy.mean(), (hard, easy)
     assert hard.mean() > 40.0
 
 

@@ -54,6 +54,21 @@ def test_source_subsets_are_nested_and_sized():
     assert rounds[0] != sorted(ids)[:30]  # a random subset, not the first ids
 
 
+def test_source_portion_of_target_holds_the_ratio():
+    """``source_portion_of: target``: 0.25 of 600 target images = 150 source images per round 1,
+    whatever the source size; capped at every source image; nested like the official mode."""
+    cfg = load_config(None, ["runtime.seed=5", "selftrain.source_portion_of=target",
+                             "selftrain.source_portion_start=0.25", "selftrain.source_portion_step=0.021",
+                             "selftrain.source_portion_max=0.5"])
+    ids = [f"s/{i:04d}" for i in range(1000)]
+    rounds = [steps.source_subset(ids, r, cfg, n_target=600) for r in (1, 2, 3, 20)]
+    assert [len(s) for s in rounds] == [150, 162, 175, 300]
+    assert rounds[1][:150] == rounds[0]
+    assert len(steps.source_subset(ids[:100], 1, cfg, n_target=600)) == 100
+    official = load_config(None, ["runtime.seed=5"])
+    assert len(steps.source_subset(ids, 1, official, n_target=600)) == 30  # 3% of the source
+
+
 def test_pretrain_then_finetune(tmp_path):
     source = _write(tmp_path / "src", 8, 0)
     cfg = load_config(None, _overrides(tmp_path, source))

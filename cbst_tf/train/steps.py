@@ -35,16 +35,20 @@ def segment_seed(seed: int, segment: int) -> int:
     return (int(seed) * 1_000_003 + int(segment) * 7_919 + 17) % (2**31 - 1)
 
 
-def source_subset(source_ids: list[str], round_: int, cfg: Config) -> list[str]:
+def source_subset(source_ids: list[str], round_: int, cfg: Config, n_target: int = 0) -> list[str]:
     """Round R's source images: the first ``n_R`` of ONE seeded permutation (nested across rounds).
 
-    ``n_R = floor(N * min(start + (R - 1) * step, max))`` as in the official code.
+    ``n_R = floor(N * min(start + (R - 1) * step, max))`` as in the official code, where N is
+    the number of source images (``selftrain.source_portion_of: source``) or of target images
+    (``target``: the portion is then a source:target ratio, at most every source image).
     """
     st = cfg.selftrain
     portion = min(st.source_portion_start + (round_ - 1) * st.source_portion_step, st.source_portion_max)
+    base = len(source_ids) if st.source_portion_of == "source" else n_target
     order = np.random.default_rng(cfg.runtime.seed).permutation(len(source_ids))
     ordered = sorted(source_ids)
-    return [ordered[i] for i in order[: int(math.floor(len(source_ids) * portion + 1e-9))]]
+    count = min(len(source_ids), int(math.floor(base * portion + 1e-9)))
+    return [ordered[i] for i in order[:count]]
 
 
 def read_source_ids(directory: str | Path) -> list[str]:
@@ -159,7 +163,7 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
     from cbst_tf.data.reader import read_manifest
 
     n_target = int(read_manifest(pseudo)["num_examples"])
-    subset = source_subset(read_source_ids(cfg.data.source), round_, cfg) if cfg.data.source else []
+    subset = source_subset(read_source_ids(cfg.data.source), round_, cfg, n_target) if cfg.data.source else []
     steps = math.ceil(cfg.selftrain.epochs_per_round * (n_target + len(subset)) / cfg.train.global_batch_size)
     return {"init": init, "pseudo": pseudo, "rare": rare, "n_target": n_target, "subset": subset,
             "steps": max(steps, 1)}
