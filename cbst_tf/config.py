@@ -58,6 +58,8 @@ class ModelConfig:
     weights: str | None = None
     dropout: float = field(default=0.5, metadata=_rng(0.0, 0.99))
     freeze_bn: bool = False  # ResNet-38: keep BatchNorm statistics fixed (official code)
+    # ResNet-38 BatchNorm epsilon (official CBST symbols: 1.001e-5).
+    bn_epsilon: float = field(default=1e-5, metadata=_rng(0.0, 1.0, lo_open=True))
 
 
 @dataclass

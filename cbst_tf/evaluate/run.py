@@ -68,7 +68,7 @@ def load_model(cfg: Config, weights: Path) -> Any:
     from cbst_tf.models.weights import load_checkpoint
 
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
-                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
+                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
                         mean=tuple(cfg.data.image_mean))
     load_checkpoint(model, weights)
     return model

@@ -12,7 +12,9 @@ Three sources, chosen by ``weights``:
   convolutions (Long et al. 2015, section 3.1: "convolutionalization"). Keras' Flatten
   of a channels-last 7x7x512 map orders rows as (y, x, c), which is exactly the row-major
   order of a (7, 7, 512) kernel block, so a reshape is the whole conversion.
-- a path ending in ``.weights.h5``: a full checkpoint of this model (``model.save_weights``).
+- a path ending in ``.weights.h5``: a full checkpoint of this model (``model.save_weights``),
+  including the official ResNet-38 models converted by ``cbst-tf weights import-mxnet``
+  (see "Official MXNet models" below).
 
 Any missing, unreadable or mismatched file raises a one-line ``CbstError`` naming it.
 """
@@ -108,7 +110,9 @@ def load_vgg16_into_fcn8s(model: keras.Model, path: str | Path) -> list[str]:
 
 
 def load_checkpoint(model: keras.Model, path: str | Path) -> None:
-    """``model.load_weights`` of a ``.weights.h5`` checkpoint with one-line errors."""
+    """``model.load_weights`` of a ``.weights.h5`` checkpoint with one-line errors; warns
+    (:class:`~cbst_tf.models.normalization.NormalizationWarning`) when the file records an
+    input normalisation other than the model's."""
     path = Path(path)
     if not path.is_file():
         raise CbstError(f"{path}: weights file not found")
@@ -117,6 +121,9 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001 - Keras raises ValueError/KeyError/OSError on mismatch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CbstError(f"{path}: does not match model '{model.name}' ({first[:200]})") from None
+    from cbst_tf.models.normalization import check_normalization
+
+    check_normalization(model, path)
 
 
 def load_weights(model: keras.Model, name: str, weights: str) -> None:
