@@ -128,6 +128,10 @@ class EvalConfig:
     flip: bool = False
     min_miou: float | None = field(default=None, metadata=_rng(0.0, 100.0))
     save_predictions: int = field(default=0, metadata=_rng(-1))  # -1 = all
+    # bilinear_logits: ours; bicubic_probs: the official code's (cbst_tf/official_eval.py).
+    upsample: Literal["bilinear_logits", "bicubic_probs"] = "bilinear_logits"
+    # Test scale as the longer image side in pixels (official --test-scales); null = data.input_scale.
+    long_side: int | None = field(default=None, metadata=_rng(8))
 
 
 @dataclass
