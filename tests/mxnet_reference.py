@@ -165,7 +165,7 @@ def official_forward(image: np.ndarray, p: dict[str, np.ndarray], classes: int, 
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     x = ((np.asarray(image, np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
     x = _conv(x, p["arg:conv1a_weight"])
-    for name, filters, kernels, stride, dil, project in official_units(width):
+    for name, filters, _kernels, stride, dil, project in official_units(width):
         block = _bn_relu(x, p, f"bn{name}_branch2a")
         branch = _conv(block, p[f"arg:res{name}_branch2a_weight"], stride=stride, dilate=dil[0])
         for i in range(1, len(filters)):

@@ -159,7 +159,7 @@ def test_imagenet_trunk_import_skips_linear1000_and_keeps_a_fresh_head(tmp_path)
     report = assign_params(model, read_params(path), path)
     assert report.skipped == ["arg:linear1000_bias", "arg:linear1000_weight"]
     assert report.fresh_layers == ["classifier_conv6a", "classifier_score"] and report.arrays_used == 191
-    for got, want in zip(model.get_layer("classifier_score").get_weights(), fresh):
+    for got, want in zip(model.get_layer("classifier_score").get_weights(), fresh, strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(model.get_layer("res7a_branch2b2").get_weights()[0],
                                   arrays["arg:res7a_branch2b2_weight"].transpose(2, 3, 1, 0))

@@ -111,6 +111,6 @@ def test_evaluate_model_records_the_protocol():
     # The same predictions as official_probs, image by image.
     preds = [official_probs(model, ex["image"], long_side=32).argmax(-1) for ex in data]
     cm = np.zeros((19, 19), np.int64)
-    for ex, p in zip(data, preds):
+    for ex, p in zip(data, preds, strict=True):
         np.add.at(cm, (ex["label"].ravel(), p.ravel()), 1)
     assert np.array_equal(np.asarray(official["confusion_matrix"]), cm)

@@ -98,7 +98,7 @@ def read_normalization(path: str | Path) -> Normalization | None:
 def _differs(a: Sequence[float], b: Sequence[float], tol: float, relative: bool) -> bool:
     if len(a) != len(b):
         return True
-    return any(abs(x - y) > (tol * max(abs(x), abs(y)) if relative else tol) for x, y in zip(a, b))
+    return any(abs(x - y) > (tol * max(abs(x), abs(y)) if relative else tol) for x, y in zip(a, b, strict=True))
 
 
 def mismatches(recorded: Normalization, used: Normalization) -> list[str]:

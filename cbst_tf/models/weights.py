@@ -17,6 +17,23 @@ Three sources, chosen by ``weights``:
   (see "Official MXNet models" below).
 
 Any missing, unreadable or mismatched file raises a one-line ``CbstError`` naming it.
+
+Official MXNet models
+---------------------
+The released CBST / ResNet-38 models are MXNet ``.params`` files; they are converted once,
+offline, into ``.weights.h5`` files of our ``resnet38`` and then load like any checkpoint:
+
+- :func:`cbst_tf.models.mxnet_params.read_params` ``(path) -> {"arg:<name>"|"aux:<name>": array}``
+  reads the file with numpy only (MXNet 1.x NDArray-list format V1/V2/V3/legacy, dense arrays).
+- :func:`cbst_tf.models.import_mxnet.import_mxnet` ``(path, out, *, model="resnet38",
+  num_classes="auto", width=1.0, freeze_bn=True) -> ImportReport`` builds the network with the
+  official normalisation and BN epsilon, maps the ``fcrna_model_a1`` arrays onto it by name
+  (:func:`~cbst_tf.models.import_mxnet.assign_params`: OIHW -> HWIO, BN gamma/beta/moving
+  statistics, ``conv6a`` and ``linear<C>`` head; ``linear1000`` of the ImageNet file skipped,
+  16 SYNTHIA outputs widened to 19 train ids on request) and writes ``out`` atomically.
+  ``cbst-tf weights import-mxnet`` is this function.
+- :mod:`cbst_tf.models.normalization` records the input normalisation in the written file;
+  :func:`load_checkpoint` warns (``NormalizationWarning``) when a model normalises differently.
 """
 
 from __future__ import annotations
