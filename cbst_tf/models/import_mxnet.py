@@ -193,13 +193,6 @@ def assign_params(model: keras.Model, arrays: dict[str, np.ndarray], path: str |
                         fresh_layers=fresh, expanded_from=rows)
 
 
-def file_num_classes(path: str | Path) -> int | None:
-    """The ``C`` of the file's segmentation classifier, None for a trunk-only file."""
-    arrays = read_params(path)
-    classes, _ = _file_classes(Path(path), arrays)
-    return classes if "arg:conv6a_weight" in arrays else None
-
-
 def import_mxnet(path: str | Path, out: str | Path, *, model: str = "resnet38",
                  num_classes: int | str = "auto", width: float = 1.0, freeze_bn: bool = True,
                  seed: int = 0) -> ImportReport:
