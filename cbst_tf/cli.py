@@ -26,6 +26,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Show the resolved config or
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
+weights_app = typer.Typer(no_args_is_help=True, help="Convert released model weights.")
+app.add_typer(weights_app, name="weights")
 
 _STATE = {"debug": False}
 
@@ -159,6 +161,29 @@ def model_summary(
     """Layers, parameter count and FLOPs of the configured network at an input size."""
     hw = parse_hw(input_hw)
     _call("cbst_tf.models.summary", "print_summary", config, set_, None, input_hw=hw, as_json=as_json)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@weights_app.command("import-mxnet")
+def weights_import_mxnet(
+    params: Annotated[Path, typer.Argument(help="Official MXNet .params file (e.g. gta_rna-a1_cls19_s8_ep-0000.params).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .weights.h5 file.")],
+    model: Annotated[str, typer.Option("--model", help="Network (only resnet38).")] = "resnet38",
+    num_classes: Annotated[str, typer.Option("--num-classes", help="auto (from the file) or N.")] = "auto",
+    freeze_bn: Annotated[bool, typer.Option("--freeze-bn/--no-freeze-bn",
+                                            help="Must match model.freeze_bn of the experiment.")] = True,
+) -> None:
+    """Convert an official CBST/ResNet-38 MXNet model into a Keras .weights.h5."""
+    if num_classes != "auto":
+        try:
+            num_classes = int(num_classes)
+        except ValueError:
+            raise typer.BadParameter(f"--num-classes expects 'auto' or an integer, got {num_classes!r}") from None
+    report = _guard(lambda: _library("cbst_tf.models.import_mxnet", "import_mxnet")(
+        params, out, model=model, num_classes=num_classes, freeze_bn=freeze_bn))
+    typer.echo(report.summary())
 
 
 # ----------------------------------------------------------------------------- config

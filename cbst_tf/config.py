@@ -58,6 +58,8 @@ class ModelConfig:
     weights: str | None = None
     dropout: float = field(default=0.5, metadata=_rng(0.0, 0.99))
     freeze_bn: bool = False  # ResNet-38: keep BatchNorm statistics fixed (official code)
+    # ResNet-38 BatchNorm epsilon (official CBST symbols: 1.001e-5).
+    bn_epsilon: float = field(default=1e-5, metadata=_rng(0.0, 1.0, lo_open=True))
 
 
 @dataclass
@@ -130,6 +132,10 @@ class EvalConfig:
     flip: bool = False
     min_miou: float | None = field(default=None, metadata=_rng(0.0, 100.0))
     save_predictions: int = field(default=0, metadata=_rng(-1))  # -1 = all
+    # bilinear_logits: ours; bicubic_probs: the official code's (cbst_tf/official_eval.py).
+    upsample: Literal["bilinear_logits", "bicubic_probs"] = "bilinear_logits"
+    # Test scale as the longer image side in pixels (official --test-scales); null = data.input_scale.
+    long_side: int | None = field(default=None, metadata=_rng(8))
 
 
 @dataclass

@@ -37,7 +37,9 @@ PAPER_MODEL = {
                     "model.weights": "imagenet", "model.width": 1.0},
     "resnet38": {"train.lr": 1e-4, "train.global_batch_size": 2, "data.crop_size": [500, 500],
                  "data.scale_range": [0.7, 1.3], "data.flip": True, "model.freeze_bn": True,
-                 "model.weights": None, "model.width": 1.0},
+                 "model.weights": None, "model.width": 1.0,
+                 # official CBST normalisation and BN epsilon (what imported .params expect)
+                 "data.image_mean": [123.675, 116.28, 103.53], "model.bn_epsilon": 1.001e-5},
 }
 # Appendix A, all settings (and section 4.4's 70x70 prior kernel).
 PAPER_SCHEDULE = {"selftrain.rounds": 3, "selftrain.epochs_per_round": 2.0, "selftrain.portion_start": 0.2,
@@ -221,6 +223,12 @@ def _trained_here(loaded) -> dict[str, Config]:
 def test_source_weights_come_from_a_source_only_experiment(path, loaded):
     cfg = loaded[path.stem]
     if not cfg.selftrain.source_weights:
+        return
+    if cfg.selftrain.source_weights.startswith("/models/"):
+        # A released official model, converted by `cbst-tf weights import-mxnet` (README):
+        # only the evaluation of such a model may start from one, with the official settings.
+        assert command_of(path)[0] == "evaluate" and cfg.model.name == "resnet38"
+        assert (cfg.eval.upsample, cfg.eval.long_side, cfg.eval.flip) == ("bicubic_probs", 2048, True)
         return
     producers = [c for c in _trained_here(loaded).values() if c.selftrain.method == "source_only"
                  and not c.selftrain.source_weights

@@ -63,6 +63,7 @@ def _evaluate(cfg: Config, weights: Path, test_dir: Path) -> dict:
 
     return evaluate_model(load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
                             cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
+                            upsample=cfg.eval.upsample, long_side=cfg.eval.long_side,
                             description=f"evaluate {weights.parent.parent.name}")
 
 

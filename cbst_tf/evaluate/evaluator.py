@@ -70,13 +70,18 @@ def evaluate_model(
     total: int | None = None,
     on_prediction: PredictionHook | None = None,
     description: str = "evaluate",
+    upsample: str = "bilinear_logits",
+    long_side: int | None = None,
 ) -> dict[str, Any]:
     """mIoU of ``model`` on ``dataset`` (dicts with ``image`` float32 (H, W, 3) RGB 0..255 and
     ``label`` uint8 (h, w), 255 = ignore; a ``tf.data.Dataset`` from
     :func:`cbst_tf.data.reader.eval_dataset` or any iterable of such dicts).
 
-    Multi-scale / flip testing as in :func:`cbst_tf.inference.predict_probs`. Returns
-    :func:`summarize`'s dict plus ``num_images``, ``scales``, ``flip`` and ``input_scale``.
+    Multi-scale / flip testing as in :func:`cbst_tf.inference.predict_probs`, or with
+    ``upsample="bicubic_probs"`` the official protocol (:mod:`cbst_tf.official_eval`).
+    ``long_side``: resize each image so its longer side has this many pixels (replaces
+    ``input_scale``). Returns :func:`summarize`'s dict plus ``num_images``, ``scales``,
+    ``flip``, ``input_scale``, ``upsample`` and ``long_side``.
     """
     from cbst_tf.inference import predict_probs
     from cbst_tf.progress import track
@@ -88,7 +93,15 @@ def evaluate_model(
         label = np.asarray(example["label"])
         if label.ndim == 3 and label.shape[-1] == 1:
             label = label[..., 0]
-        probs = predict_probs(model, example["image"], scales, flip, input_scale, size=label.shape[:2])
+        image = example["image"]
+        if upsample == "bicubic_probs":
+            from cbst_tf.official_eval import official_probs
+
+            probs = official_probs(model, image, scales, flip, size=label.shape[:2], long_side=long_side,
+                                   input_scale=input_scale)
+        else:
+            factor = long_side / max(image.shape[:2]) if long_side else input_scale
+            probs = predict_probs(model, image, scales, flip, factor, size=label.shape[:2])
         pred = protocol.predict(probs)
         gt = protocol.remap_label(label)
         cm.update(gt, pred)
@@ -99,5 +112,5 @@ def evaluate_model(
         raise CbstError("evaluate: the dataset yielded no images")
     result = summarize(cm, protocol)
     result.update(num_images=n, scales=[float(s) for s in scales], flip=bool(flip),
-                  input_scale=float(input_scale))
+                  input_scale=float(input_scale), upsample=upsample, long_side=long_side)
     return result

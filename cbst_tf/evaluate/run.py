@@ -68,7 +68,7 @@ def load_model(cfg: Config, weights: Path) -> Any:
     from cbst_tf.models.weights import load_checkpoint
 
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
-                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
+                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
                         mean=tuple(cfg.data.image_mean))
     load_checkpoint(model, weights)
     return model
@@ -108,13 +108,15 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
     runtime.setup(cfg)
     model = load_model(cfg, weights)
     log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
-        f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}")
+        f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}, upsample {cfg.eval.upsample}"
+        + (f", long side {cfg.eval.long_side}" if cfg.eval.long_side else ""))
     save = cfg.eval.save_predictions
     pred_dir = atomic_dir(out / "predictions") if save != 0 else contextlib.nullcontext(None)
     with pred_dir as tmp:
         result = evaluate_model(
             model, eval_dataset(directory, cfg.data), protocol, cfg.eval.scales, cfg.eval.flip,
             input_scale=cfg.data.input_scale, total=manifest.get("num_examples"),
+            upsample=cfg.eval.upsample, long_side=cfg.eval.long_side,
             on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
 
     metrics = {
@@ -122,6 +124,7 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
         "protocol": protocol.name, "classes": result["classes"], "num_images": result["num_images"],
         "weights": str(weights), "dataset": str(directory), "scales": result["scales"],
         "flip": result["flip"], "input_scale": result["input_scale"],
+        "upsample": result["upsample"], "long_side": result["long_side"],
         "num_pixels": result["num_pixels"], "confusion_matrix": result["confusion_matrix"],
     }
     title = f"{protocol.table}: {name} on {directory.name}"

@@ -25,7 +25,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 # Layers whose names start with these are the classifier/score layers (newly initialised,
 # not ImageNet-pretrained) that get train.classifier_lr_mult.
 CLASSIFIER_PREFIXES = ("score", "upscore", "classifier")
-_OPTIONS = {"dropout", "freeze_bn", "upsample", "mean", "input_hw"}
+_OPTIONS = {"dropout", "freeze_bn", "upsample", "mean", "input_hw", "bn_epsilon"}
 
 __all__ = ["BUILDERS", "CLASSIFIER_PREFIXES", "OUTPUT_STRIDE", "build_from_config", "build_model",
            "classifier_variables", "resize_logits"]
@@ -35,7 +35,7 @@ def build_model(name: str, num_classes: int, width: float = 1.0, weights: str | 
                 **options: Any) -> keras.Model:
     """Build network ``name`` and optionally initialise it from ``weights``.
 
-    Options: ``dropout`` (float), ``freeze_bn`` (bool, ResNet-38 only; VGG has no BN),
+    Options: ``dropout`` (float), ``freeze_bn`` and ``bn_epsilon`` (ResNet-38 only; VGG has no BN),
     ``upsample`` (bool, default True), ``mean`` (RGB mean that normalises to 0),
     ``input_hw`` ((H, W) to fix the input size; default any size).
     """
@@ -50,6 +50,7 @@ def build_model(name: str, num_classes: int, width: float = 1.0, weights: str | 
         raise CbstError(f"model.width={width!r}: expected a positive number")
     if name == "fcn8s_vgg16":
         options.pop("freeze_bn", None)
+        options.pop("bn_epsilon", None)
     model = BUILDERS[name](num_classes, width, **options)
     if weights:
         from cbst_tf.models.weights import load_weights
@@ -61,7 +62,8 @@ def build_model(name: str, num_classes: int, width: float = 1.0, weights: str | 
 def build_from_config(cfg: Any, **options: Any) -> keras.Model:
     """``build_model`` from ``cfg.model`` and ``cfg.data`` (extra options, e.g. ``upsample``)."""
     m = cfg.model
-    opts = {"dropout": m.dropout, "freeze_bn": m.freeze_bn, "mean": tuple(cfg.data.image_mean)}
+    opts = {"dropout": m.dropout, "freeze_bn": m.freeze_bn, "mean": tuple(cfg.data.image_mean),
+            "bn_epsilon": m.bn_epsilon}
     opts.update(options)
     return build_model(m.name, cfg.data.num_classes, m.width, m.weights, **opts)
 

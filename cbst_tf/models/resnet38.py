@@ -23,8 +23,9 @@ then BN -> ReLU and the segmentation head: 3x3 dilation-12 conv with 512 filters
 ReLU) and a 3x3 dilation-12 classifier (+ bias). Dropout sits before the last 1x1 conv of
 the B6/B7 residual branches (official ``dropout=True``: rates 0.3 and 0.5); ``dropout``
 here sets the B7 rate and B6 gets ``0.6 * dropout``, so the default 0.5 is the official
-pair. BatchNorm eps is 1e-5 as in the MXNet symbols; ``freeze_bn`` keeps its statistics
-fixed (the official fine-tuning sets ``bn_use_global_stats=True``).
+pair. BatchNorm eps is ``bn_epsilon``: 1e-5 by default (ademxapp's symbols), 1.001e-5 in
+CBST's copy of them (``model.bn_epsilon`` in the ResNet-38 experiment configs); ``freeze_bn``
+keeps its statistics fixed (the official fine-tuning sets ``bn_use_global_stats=True``).
 
 Alignment: stride-2 convolutions pad 1 px on every side ("caffe/MXNet" padding, explicit
 ``ZeroPadding2D`` + 'valid') rather than Keras 'same' (which pads only bottom/right for even
@@ -64,12 +65,13 @@ HEAD_DILATION = 12
 class _Builder:
     """Creates named layers with the shared options (width, BN flavour)."""
 
-    def __init__(self, width: float, freeze_bn: bool):
+    def __init__(self, width: float, freeze_bn: bool, bn_epsilon: float = BN_EPSILON):
         self.width = width
+        self.bn_epsilon = bn_epsilon
         self.bn_cls = FrozenBatchNorm if freeze_bn else keras.layers.BatchNormalization
 
     def bn_relu(self, x, name: str):
-        x = self.bn_cls(epsilon=BN_EPSILON, momentum=0.9, name=f"bn{name}")(x)
+        x = self.bn_cls(epsilon=self.bn_epsilon, momentum=0.9, name=f"bn{name}")(x)
         return keras.layers.ReLU(name=f"res{name}_relu")(x)
 
     def conv(self, x, filters: int, kernel: int, name: str, stride: int = 1, dilation: int = 1):
@@ -99,9 +101,9 @@ class _Builder:
 
 
 def resnet38_trunk(image, width: float = 1.0, dropout: float = 0.5, freeze_bn: bool = False,
-                   mean: Sequence[float] = (123.68, 116.78, 103.94)):
+                   mean: Sequence[float] = (123.68, 116.78, 103.94), bn_epsilon: float = BN_EPSILON):
     """The ResNet-38 (A1, output stride 8) features after ``bn7``/``relu7`` for ``image``."""
-    b = _Builder(width, freeze_bn)
+    b = _Builder(width, freeze_bn, bn_epsilon)
     std = tuple(255.0 * s for s in IMAGENET_STD)
     x = Normalize(mean, std, name="normalize")(image)
     x = b.conv(x, 64, 3, "conv1a")
@@ -114,7 +116,7 @@ def resnet38_trunk(image, width: float = 1.0, dropout: float = 0.5, freeze_bn: b
                    project=True, dropout=rates.get(level, 0.0))
         for i in range(1, units):
             x = b.unit(x, f"{level}b{i}", filters, kernels, 1, dilation)
-    x = b.bn_cls(epsilon=BN_EPSILON, momentum=0.9, name="bn7")(x)
+    x = b.bn_cls(epsilon=b.bn_epsilon, momentum=0.9, name="bn7")(x)
     return keras.layers.ReLU(name="relu7")(x)
 
 
@@ -127,6 +129,7 @@ def build_resnet38(
     upsample: bool = True,
     mean: Sequence[float] = (123.68, 116.78, 103.94),
     input_hw: tuple[int, int] | None = None,
+    bn_epsilon: float = BN_EPSILON,
 ) -> keras.Model:
     """ResNet-38 segmentation network: ``(N, H, W, 3)`` RGB 0..255 to float32 logits.
 
@@ -134,7 +137,7 @@ def build_resnet38(
     ``input_hw`` fixes the input size (default: any size).
     """
     image = keras.Input(shape=(*(input_hw or (None, None)), 3), name="image")
-    x = resnet38_trunk(image, width, dropout, freeze_bn, mean)
+    x = resnet38_trunk(image, width, dropout, freeze_bn, mean, bn_epsilon)
     x = Conv2D(channels(HEAD_FILTERS, width), 3, padding="same", dilation_rate=HEAD_DILATION,
                             activation="relu", name="classifier_conv6a")(x)
     logits = Conv2D(num_classes, 3, padding="same", dilation_rate=HEAD_DILATION,

@@ -12,9 +12,28 @@ Three sources, chosen by ``weights``:
   convolutions (Long et al. 2015, section 3.1: "convolutionalization"). Keras' Flatten
   of a channels-last 7x7x512 map orders rows as (y, x, c), which is exactly the row-major
   order of a (7, 7, 512) kernel block, so a reshape is the whole conversion.
-- a path ending in ``.weights.h5``: a full checkpoint of this model (``model.save_weights``).
+- a path ending in ``.weights.h5``: a full checkpoint of this model (``model.save_weights``),
+  including the official ResNet-38 models converted by ``cbst-tf weights import-mxnet``
+  (see "Official MXNet models" below).
 
 Any missing, unreadable or mismatched file raises a one-line ``CbstError`` naming it.
+
+Official MXNet models
+---------------------
+The released CBST / ResNet-38 models are MXNet ``.params`` files; they are converted once,
+offline, into ``.weights.h5`` files of our ``resnet38`` and then load like any checkpoint:
+
+- :func:`cbst_tf.models.mxnet_params.read_params` ``(path) -> {"arg:<name>"|"aux:<name>": array}``
+  reads the file with numpy only (MXNet 1.x NDArray-list format V1/V2/V3/legacy, dense arrays).
+- :func:`cbst_tf.models.import_mxnet.import_mxnet` ``(path, out, *, model="resnet38",
+  num_classes="auto", width=1.0, freeze_bn=True) -> ImportReport`` builds the network with the
+  official normalisation and BN epsilon, maps the ``fcrna_model_a1`` arrays onto it by name
+  (:func:`~cbst_tf.models.import_mxnet.assign_params`: OIHW -> HWIO, BN gamma/beta/moving
+  statistics, ``conv6a`` and ``linear<C>`` head; ``linear1000`` of the ImageNet file skipped,
+  16 SYNTHIA outputs widened to 19 train ids on request) and writes ``out`` atomically.
+  ``cbst-tf weights import-mxnet`` is this function.
+- :mod:`cbst_tf.models.normalization` records the input normalisation in the written file;
+  :func:`load_checkpoint` warns (``NormalizationWarning``) when a model normalises differently.
 """
 
 from __future__ import annotations
@@ -108,7 +127,9 @@ def load_vgg16_into_fcn8s(model: keras.Model, path: str | Path) -> list[str]:
 
 
 def load_checkpoint(model: keras.Model, path: str | Path) -> None:
-    """``model.load_weights`` of a ``.weights.h5`` checkpoint with one-line errors."""
+    """``model.load_weights`` of a ``.weights.h5`` checkpoint with one-line errors; warns
+    (:class:`~cbst_tf.models.normalization.NormalizationWarning`) when the file records an
+    input normalisation other than the model's."""
     path = Path(path)
     if not path.is_file():
         raise CbstError(f"{path}: weights file not found")
@@ -117,6 +138,9 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001 - Keras raises ValueError/KeyError/OSError on mismatch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CbstError(f"{path}: does not match model '{model.name}' ({first[:200]})") from None
+    from cbst_tf.models.normalization import check_normalization
+
+    check_normalization(model, path)
 
 
 def load_weights(model: keras.Model, name: str, weights: str) -> None:

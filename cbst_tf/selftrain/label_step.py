@@ -97,7 +97,7 @@ def _load_label_model(cfg: Config, round_: int):
     weights = require(weights_before_round(cfg, round_), "model weights",
                       "run `cbst-tf pretrain`" if round_ == 1 else f"run `cbst-tf finetune --round {round_ - 1}`")
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
-                        upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
+                        upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
                         mean=tuple(cfg.data.image_mean))
     load_checkpoint(model, weights)
     return model, weights
