@@ -125,12 +125,25 @@ def data_synth(
     n_target: Annotated[int, typer.Option("--n-target", min=1)] = 200,
     n_val: Annotated[int, typer.Option("--n-val", min=1)] = 100,
     cities: Annotated[str, typer.Option("--cities", help="Comma-separated NTHU-style cities ('' for none).")] = "Rome,Rio,Tokyo,Taipei",
-    n_city: Annotated[int, typer.Option("--n-city", min=1, help="Labelled test images per city.")] = 100,
+    n_city: Annotated[int | None, typer.Option("--n-city", min=1, help="Train and test images per city "
+                                               "(default: --n-val; --cities '' renders none).")] = None,
 ) -> None:
     """Render the embedded street-scene domain-adaptation benchmark."""
-    fn = lambda: _library("cbst_tf.synth.generate", "synthesize")(  # noqa: E731
-        out=out, seed=seed, size=parse_hw(size), n_source=n_source, n_target=n_target, n_val=n_val,
-        cities=[c for c in cities.split(",") if c], n_city=n_city)
+    from cbst_tf import outdir
+
+    hw = parse_hw(size)
+    city_list = [c for c in cities.split(",") if c]
+
+    def fn() -> str:
+        created = outdir.claim_synth_out(out)
+        try:
+            return _library("cbst_tf.synth.generate", "synthesize")(
+                out=out, seed=seed, size=hw, n_source=n_source, n_target=n_target, n_val=n_val,
+                cities=city_list, n_city=n_val if n_city is None else n_city)
+        except BaseException:
+            outdir.release_synth_out(out, created)
+            raise
+
     summary = _guard(fn)
     typer.echo(f"wrote the synthetic benchmark to {out}: {summary}")
 

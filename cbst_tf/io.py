@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    # os.mkdir honours the umask (mkdtemp's 0700 hid datasets from the other users of a volume);
+    # the pid in the name tells a later run whether its owner is still alive.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
     try:
         yield tmp
         if path.exists():

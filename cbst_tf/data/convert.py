@@ -25,6 +25,7 @@ from cbst_tf.data.tfrecord import sniff_format
 from cbst_tf.data.writer import DatasetWriter
 from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.io import atomic_dir
+from cbst_tf.outdir import check_convert_out
 from cbst_tf.progress import log, track
 
 T = TypeVar("T")
@@ -124,6 +125,7 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise CbstError(f"{root}: dataset root not found")
+    check_convert_out(out, root)
     items = layout.list_items(root, split)
     if not items:
         raise CbstError(f"{root}: no images found for format {fmt}" + (f" split {split}" if split else ""))
