@@ -27,7 +27,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
 
-_STATE = {"debug": False}
+_STATE: dict[str, Any] = {"debug": False, "cfg": None}
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: a.b=value (repeatable).")]
@@ -64,6 +64,28 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
             raise
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - machine faults from TF/Keras are mapped; bugs re-raised
+        _fault(exc)
+
+
+def _fault(exc: BaseException) -> None:
+    """A full disk, read-only directory, corrupt shard... as one line; a real bug re-raised."""
+    from cbst_tf.faults import translate
+
+    err = None if _STATE["debug"] else translate(exc, _datasets())
+    if err is None:
+        raise exc
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(err.exit_code) from None
+
+
+def _datasets() -> list[str]:
+    """Dataset directories the current command may read (to name a corrupt shard)."""
+    cfg = _STATE.get("cfg")
+    if cfg is None:
+        return []
+    pseudo = sorted(str(p) for p in Path(cfg.runtime.workdir).glob("round_*/label/pseudo"))
+    return [d for d in (cfg.data.source, cfg.data.target, cfg.data.target_eval) if d] + pseudo
 
 
 def _library(module: str, name: str) -> Any:
@@ -82,6 +104,7 @@ def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, e
     if workdir is not None:
         overrides.append(f"runtime.workdir={workdir}")
     cfg = load_config(config, overrides)
+    _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)
     return cfg
 

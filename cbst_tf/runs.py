@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from cbst_tf.config import Config, save_resolved
+from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_text
 
 
 def step_dir(cfg: Config, *parts: str) -> Path:
     """``runtime.workdir/<parts...>``, created on demand."""
-    path = Path(cfg.runtime.workdir).joinpath(*parts)
+    workdir = Path(cfg.runtime.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise CbstError(f"runtime.workdir: {workdir} exists and is not a directory")
+    path = workdir.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -62,8 +66,6 @@ def priors_file(cfg: Config) -> Path:
 
 def require(path: Path, what: str, hint: str) -> Path:
     """A one-line error naming a missing input file and the command that makes it."""
-    from cbst_tf.errors import CbstError
-
     if not Path(path).is_file():
         raise CbstError(f"{path}: {what} not found ({hint})")
     return Path(path)

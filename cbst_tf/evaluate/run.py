@@ -83,6 +83,9 @@ def _check_dataset(cfg: Config) -> tuple[Path, dict]:
     manifest = read_manifest(directory)
     if not manifest.get("labelled", False):
         raise CbstError(f"{directory / 'manifest.json'}: dataset has no labels; evaluation needs ground truth")
+    from cbst_tf.data.manifest import check_class_count
+
+    check_class_count(manifest, directory / "manifest.json", cfg.data.num_classes)
     return directory, manifest
 
 
