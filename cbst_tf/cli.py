@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ import typer
 
 from cbst_tf import __version__, progress
 from cbst_tf.config import Config, load_config
-from cbst_tf.errors import CbstError, NotImplementedYet
+from cbst_tf.errors import CbstError, ConfigError, NotImplementedYet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Class-balanced self-training (CBST) for domain-adaptive segmentation.")
@@ -50,22 +51,39 @@ def _main(
     progress.configure(enabled=not no_progress)
 
 
+def _pruning(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``; if it fails, remove the stub directories of steps it started (config.yaml only)."""
+    if "cbst_tf.runs" in sys.modules:
+        sys.modules["cbst_tf.runs"]._STARTED.clear()
+    try:
+        return fn(*args, **kwargs)
+    except BaseException:
+        if "cbst_tf.runs" in sys.modules:
+            sys.modules["cbst_tf.runs"].prune_failed_steps()
+        raise
+
+
 def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a library call, mapping expected failures to one line and an exit code."""
     try:
-        return fn(*args, **kwargs)
+        return _pruning(fn, *args, **kwargs)
     except CbstError as exc:
         if _STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if _STATE["debug"]:
             raise
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        terminated = isinstance(exc, Terminated)
+        typer.echo("terminated" if terminated else "interrupted", err=True)
+        raise typer.Exit(143 if terminated else 130) from None
     except Exception as exc:  # noqa: BLE001 - machine faults from TF/Keras are mapped; bugs re-raised
         _fault(exc)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _fault(exc: BaseException) -> None:
@@ -88,8 +106,32 @@ def _datasets() -> list[str]:
     return [d for d in (cfg.data.source, cfg.data.target, cfg.data.target_eval) if d] + pseudo
 
 
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with stderr muted.
+
+    Its C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN and
+    CUDA notices, "failed call to cuInit" on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL; they are
+    shown with --debug.
+    """
+    if _STATE["debug"] or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _library(module: str, name: str) -> Any:
     """Import a library entry point; a module not written yet is 'not implemented yet'."""
+    _quiet_tensorflow()
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -102,7 +144,7 @@ def _library(module: str, name: str) -> Any:
 def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, extra: list[str] = ()) -> Config:
     overrides = list(sets or []) + list(extra)
     if workdir is not None:
-        overrides.append(f"runtime.workdir={workdir}")
+        overrides.append(("--workdir", f"runtime.workdir={workdir}"))
     cfg = load_config(config, overrides)
     _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)
@@ -130,10 +172,12 @@ def data_convert(
     shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
+    strict: Annotated[bool, typer.Option("--strict", help="Label ids the format does not define are an "
+                                         "error (default: a warning; they become ignore).")] = False,
 ) -> None:
     """Convert a dataset folder in its real layout into sharded TFRecords + manifest.json."""
     fn = lambda: _library("cbst_tf.data.convert", "convert_dataset")(  # noqa: E731
-        fmt=fmt, root=root, out=out, split=split, shards=shards, skip_bad=skip_bad, workers=workers,
+        fmt=fmt, root=root, out=out, split=split, shards=shards, skip_bad=skip_bad, workers=workers, strict=strict,
         command=" ".join(["cbst-tf"] + sys.argv[1:]))
     manifest = _guard(fn)
     typer.echo(f"wrote {manifest['num_examples']} examples in {len(manifest['shards'])} shards to {out}")
@@ -293,17 +337,20 @@ def evaluate(
     save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="N or all")] = None,
 ) -> None:
     """mIoU on the labelled target split under the configured protocol."""
-    extra = []
+    extra: list = []  # (flag, override): a bad value is blamed on the flag, not on the YAML
     if split is not None:
-        extra.append(f"data.target_eval={split}")
+        extra.append(("--split", f"data.target_eval={split}"))
     if scales is not None:
-        extra.append(f"eval.scales=[{scales}]")
+        extra.append(("--scales", f"eval.scales=[{scales}]"))
     if flip is not None:
-        extra.append(f"eval.flip={str(flip).lower()}")
+        extra.append(("--flip", f"eval.flip={str(flip).lower()}"))
     if min_miou is not None:
-        extra.append(f"eval.min_miou={min_miou}")
+        extra.append(("--min-miou", f"eval.min_miou={min_miou}"))
     if save_predictions is not None:
-        extra.append(f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}")
+        if save_predictions != "all" and not save_predictions.isdigit():
+            _guard(_raise, ConfigError(f"--save-predictions {save_predictions!r}: expected a number of images or 'all'"))
+        extra.append(("--save-predictions",
+                      f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}"))
     _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)
 
 
@@ -314,7 +361,7 @@ def crossval(
     min_miou: Annotated[float | None, typer.Option("--min-miou")] = None,
 ) -> None:
     """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
-    extra = [f"eval.min_miou={min_miou}"] if min_miou is not None else []
+    extra = [("--min-miou", f"eval.min_miou={min_miou}")] if min_miou is not None else []
     _call("cbst_tf.evaluate.crossval", "run_crossval", config, set_, workdir, extra, city=city)
 
 
@@ -330,8 +377,19 @@ def demo(
                                                          seed=seed, fast=fast))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Kubernetes, Slurm): unwinds like Ctrl-C, so temporaries are removed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console-script entry: accept --debug/--no-progress anywhere on the line."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     argv = sys.argv[1:]
     front = [a for a in argv if a in ("--debug", "--no-progress")]
     rest = [a for a in argv if a not in ("--debug", "--no-progress")]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cbst_tf.config import Config, save_resolved
 from cbst_tf.errors import CbstError
-from cbst_tf.io import atomic_write_text
+from cbst_tf.io import atomic_write_text, remove_stale_temps
+from cbst_tf.progress import log
 
 
 def step_dir(cfg: Config, *parts: str) -> Path:
@@ -19,11 +21,45 @@ def step_dir(cfg: Config, *parts: str) -> Path:
     return path
 
 
+_STARTED: list[Path] = []  # step directories this process started (pruned if the step fails early)
+
+
 def start_step(cfg: Config, *parts: str) -> Path:
-    """Create a step's directory and write the fully resolved config into it."""
+    """Create a step's directory, remove temporaries of killed runs, write the resolved config."""
     path = step_dir(cfg, *parts)
+    if parts:  # the workdir root holds the other steps' directories: each cleans its own
+        for stale in remove_stale_temps(path):
+            log(f"removed {stale} left by a killed run")
     save_resolved(cfg, path)
+    _STARTED.append(path)
     return path
+
+
+def prune_failed_steps() -> list[Path]:
+    """After a failure: delete the directories of steps this process started that hold nothing
+    but their ``config.yaml`` and empty TensorBoard logs (no checkpoint, cache or output to resume from)."""
+    removed = []
+    while _STARTED:
+        path = _STARTED.pop()
+        try:
+            entries = {p.name: p for p in path.iterdir()}
+        except OSError:
+            continue
+        if "DONE" in entries or not set(entries) <= {"config.yaml", "tb"}:
+            continue
+        tb = entries.get("tb")
+        if tb is not None and any(not f.name.startswith("events.out.tfevents") for f in tb.rglob("*")):
+            continue
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        if path.parent.name.startswith("round_"):  # round_R/ when its only step was this one
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+    return removed
 
 
 def is_done(path: Path) -> bool:
@@ -69,3 +105,41 @@ def require(path: Path, what: str, hint: str) -> Path:
     if not Path(path).is_file():
         raise CbstError(f"{path}: {what} not found ({hint})")
     return Path(path)
+
+
+# Keys that never change a step's result: a rerun that differs only in them is not reported.
+_NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "data.parallel_calls",
+              "data.cycle_length", "data.prefetch", "eval.", "synth.")
+
+
+def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Keys whose value in ``cfg`` differs from the ``config.yaml`` that step ``path`` ran with."""
+    import yaml
+
+    from cbst_tf.config import to_dict
+
+    try:
+        old = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix.rstrip("."): tree}
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+
+    new_flat, old_flat = flat(to_dict(cfg)), flat(old)
+    skip = _NO_EFFECT + tuple(ignore)
+    return [k for k in new_flat if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k)]
+
+
+def report_done(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Say that a step is skipped because it is DONE, and which settings it was NOT run with."""
+    differs = config_differences(cfg, path, ignore)
+    if differs:
+        log(f"{what}: already done (config differs in: {', '.join(differs)}); delete {Path(path) / 'DONE'} to redo")
+    else:
+        log(f"{what}: already done ({path})")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbst_tf import progress
+from cbst_tf import progress, runs
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
@@ -228,7 +228,7 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
     mode, use_priors = method_mode(cfg)
     label_dir = round_dir(cfg, round_, "label")
     if is_done(label_dir):
-        progress.log(f"round {round_} label: already done ({label_dir})")
+        runs.report_done(cfg, label_dir, f"round {round_} label")
         return label_dir
     start_step(cfg, f"round_{round_}", "label")
     priors = _PriorsAtSize(_load_priors(cfg) if use_priors else None)

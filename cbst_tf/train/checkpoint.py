@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from cbst_tf.errors import CbstError
+from cbst_tf.io import temp_tag
 from cbst_tf.progress import log
 
 
@@ -88,14 +89,14 @@ def _reason(exc: BaseException) -> str:
 def export_weights(model: keras.Model, path: str | Path) -> Path:
     """Write ``model``'s weights to ``path`` atomically (Keras needs the ``.weights.h5`` suffix).
 
-    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-PID``, which Keras refuses, so the
-    temporary file here keeps the suffix: ``.tmp-PID-<name>.weights.h5``, then ``os.replace``.
+    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-HOST~PID``, which Keras refuses, so the
+    temporary file here keeps the suffix: ``.tmp-HOST~PID-<name>.weights.h5``, then ``os.replace``.
     """
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: Keras weights files must end in .weights.h5")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(f".tmp-{temp_tag()}-{path.name}")
     try:
         model.save_weights(str(tmp))
         os.replace(tmp, path)

@@ -133,6 +133,7 @@ def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
     out = Path(cfg.runtime.workdir) / "pretrain"  # created only once the inputs are checked
     if runs.is_done(out):
+        runs.report_done(cfg, out, "pretrain", ignore=("selftrain.",))
         return out / FINAL
     if not cfg.data.source:
         raise CbstError("data.source: no source TFRecord directory configured")
@@ -174,6 +175,7 @@ def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
     out = Path(cfg.runtime.workdir) / f"round_{round_}" / "finetune"  # created once the inputs are checked
     if runs.is_done(out):
+        runs.report_done(cfg, out, f"finetune round {round_}")
         return out / FINAL
     plan = finetune_plan(cfg, round_)
     rt = setup(cfg)
