@@ -70,6 +70,8 @@ def trained(tmp_path_factory):
 def _copy(trained: Path, tmp: Path) -> tuple[Path, Path]:
     shutil.copytree(trained / "src", tmp / "src")
     shutil.copytree(trained / "run", tmp / "run")
+    for config in (tmp / "run").rglob("config.yaml"):  # as if it had been trained here
+        config.write_text(config.read_text().replace(str(trained), str(tmp)))
     return experiment(tmp, tmp / "src"), tmp / "run"
 
 
@@ -153,3 +155,61 @@ mount -o remount,ro {mnt}
     assert "_temp" not in second.split("rc3=")[0]  # ...is removed when the step runs again
     ro_part = second.split("rc3=")
     check("workdir-read-only", int(ro_part[1].split()[0]), ro_part[0], tmp_path)
+
+
+def test_rerunning_a_done_step_with_another_config_says_what_differs(tmp_path, trained):
+    exp, work = _copy(trained, tmp_path)
+    before = (work / "pretrain" / "final.weights.h5").read_bytes()
+    code, out = run("pretrain", "-c", exp, "--set", "train.steps=50", "--set", "runtime.log_every_items=7")
+    check("done-config-differs", code, out, tmp_path)
+    assert (work / "pretrain" / "final.weights.h5").read_bytes() == before
+    code, out = run("pretrain", "-c", exp)
+    check("done-same-config", code, out, tmp_path)
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_when_the_step_starts(tmp_path, trained):
+    import socket
+
+    exp, work = _copy(trained, tmp_path)
+    (work / "pretrain" / "DONE").unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has exited
+    host = socket.gethostname()
+    stale_file = work / "pretrain" / f".final.weights.h5.tmp-{host}~{dead}"
+    stale_file.write_bytes(b"x" * 1000)
+    stale_dir = work / "pretrain" / "ckpt" / f".shard.tmp-{host}~{dead}-0123abcd"
+    stale_dir.mkdir()
+    other_host = work / "pretrain" / f".x.tmp-otherhost~{dead}"  # maybe alive elsewhere: kept
+    other_host.write_text("x")
+    code, out = run("pretrain", "-c", exp, "--set", "train.steps=6")
+    check("stale-temp-removed", code, out, tmp_path)
+    assert not stale_file.exists() and not stale_dir.exists() and other_host.exists()
+
+
+def test_a_step_that_fails_early_leaves_no_stub_directory(tmp_path, trained):
+    exp, _ = _copy(trained, tmp_path)
+    layouts.truncate(tmp_path / "src" / "data-00001-of-00002.tfrecord", 0.5)
+    code, out = run("pretrain", "-c", exp, "--workdir", tmp_path / "fresh")
+    assert code == 1 and "corrupt or truncated TFRecord shard" in out
+    assert not (tmp_path / "fresh" / "pretrain").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_convert_exits_143_and_cleans_up(tmp_path):
+    import signal
+    import time
+
+    layouts.write_gta5(tmp_path / "gta5", n=400, size=(64, 96))
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "cbst_tf.cli", "--no-progress", "data", "convert", "-f", "gta5",
+                             "--root", str(tmp_path / "gta5"), "--out", str(out), "--workers", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".o.tmp-*/data-*")):  # the conversion is writing shards
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    check("sigterm-convert", proc.returncode, output, tmp_path)
+    assert list(tmp_path.glob(".o*")) == [] and not out.exists()
