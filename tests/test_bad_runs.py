@@ -213,3 +213,10 @@ def test_sigterm_during_convert_exits_143_and_cleans_up(tmp_path):
     output = proc.communicate(timeout=60)[0]
     check("sigterm-convert", proc.returncode, output, tmp_path)
     assert list(tmp_path.glob(".o*")) == [] and not out.exists()
+
+
+def test_weights_of_another_model_are_one_line_without_keras_noise(tmp_path, trained):
+    exp, work = _copy(trained, tmp_path)
+    code, out = run("evaluate", "-c", exp, "--set", "model.width=0.05")
+    check("weights-mismatch", code, out, tmp_path)
+    assert len([line for line in out.splitlines() if line.strip()]) == 1, out

@@ -66,10 +66,12 @@ def load_model(cfg: Config, weights: Path) -> Any:
     an initialisation for training, so it is not loaded here)."""
     from cbst_tf.models import build_model
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
                         dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
                         mean=tuple(cfg.data.image_mean))
+    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
     load_checkpoint(model, weights)
     return model
 

@@ -92,12 +92,14 @@ class _PriorsAtSize:
 def _load_label_model(cfg: Config, round_: int):
     from cbst_tf.models import build_model
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     weights = require(weights_before_round(cfg, round_), "model weights",
                       "run `cbst-tf pretrain`" if round_ == 1 else f"run `cbst-tf finetune --round {round_ - 1}`")
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
                         upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn,
                         mean=tuple(cfg.data.image_mean))
+    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
     load_checkpoint(model, weights)
     return model, weights
 

@@ -101,6 +101,7 @@ def _finetune_data(cfg: Config, pseudo: Path, subset: list[str], n_target: int,
 def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int | None):
     from cbst_tf.models import build_from_config
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     with rt.strategy.scope():
         if init is None:
@@ -109,6 +110,7 @@ def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int 
             no_init = copy.deepcopy(cfg)
             no_init.model.weights = None
             model = build_from_config(no_init)
+            check_weights_fit(model, init, cfg.model.name, cfg.model.width, cfg.data.num_classes)
             load_checkpoint(model, init)
         optimizer = build_optimizer(cfg, model, total_steps=steps, round_=round_)
     return model, optimizer
