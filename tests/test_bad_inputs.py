@@ -92,3 +92,75 @@ def test_label_ids_outside_the_format_are_reported_and_strict_refuses(tmp_path):
     check("convert-unknown-label-ids", *run(*args), tmp_path)
     check("convert-unknown-label-ids-strict", *run(*args, "--out", tmp_path / "o2", "--strict"), tmp_path)
     assert not (tmp_path / "o2").exists()
+
+
+def test_readme_synth_commands_write_what_the_synthetic_experiments_read():
+    """A new user following the README's embedded-benchmark block must reach pretrain and selftrain."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from cbst_tf.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = text.split("## The embedded benchmark", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.split("#")[0]) for line in block.strip().splitlines()]
+    outs = {c[c.index("--out") + 1] for c in commands if c[1:3] == ["data", "convert"]}
+    configs = [c[c.index("--config") + 1] for c in commands if "--config" in c]
+    assert configs[0] == "experiments/synthetic_source_only.yaml" and commands[4][1] == "pretrain"
+    for config in configs:
+        cfg = load_config(root / config)
+        assert {cfg.data.source, cfg.data.target, cfg.data.target_eval} <= outs, config
+    source = load_config(root / configs[0])
+    for path in sorted((root / "experiments").glob("synthetic_*.yaml")):
+        cfg = load_config(path)
+        if cfg.selftrain.source_weights:  # trained by synthetic_source_only
+            assert cfg.selftrain.source_weights == f"{source.runtime.workdir}/pretrain/final.weights.h5"
+            assert "synthetic_source_only.yaml" in path.read_text().splitlines()[1], path
+    assert re.search(r"experiments/synthetic_\*\.yaml", text)
+
+
+def test_synthetic_experiments_finetune_like_the_demo():
+    """The README says the default rounds destroy the source model; the demo's settings are used."""
+    from pathlib import Path
+
+    import yaml
+
+    from cbst_tf.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    demo = yaml.safe_load((root / "cbst_tf" / "presets" / "demo.yaml").read_text())["selftrain"]
+    for path in sorted((root / "experiments").glob("synthetic_*.yaml")):
+        st = load_config(path).selftrain
+        assert (st.lr, st.schedule, st.epochs_per_round) == (demo["lr"], demo["schedule"],
+                                                             demo["epochs_per_round"]), path
+
+
+def test_tensorflow_start_up_noise_is_muted_unless_debug(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    env["PYTHONPATH"] = str(root)
+    args = [sys.executable, "-m", "cbst_tf.cli", "data", "convert", "-f", "gta5", "--root", str(tmp_path / "none"),
+            "--out", str(tmp_path / "o")]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    check("tf-noise", proc.returncode, proc.stdout + proc.stderr, tmp_path)
+    assert (proc.stdout + proc.stderr).strip().count("\n") == 0, proc.stderr
+    debug = subprocess.run(args[:3] + ["--debug"] + args[3:], capture_output=True, text=True, env=env, timeout=120)
+    assert "Traceback" in debug.stderr
+
+
+def test_selftrain_before_the_source_model_names_the_config_that_trains_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # a fresh clone: no runs/ yet
+    missing = tmp_path / "runs" / "final.weights.h5"
+    check("selftrain-no-source-model", *run("selftrain", "-c", "experiments/synthetic_cbst.yaml", "--set",
+                                            f"selftrain.source_weights={missing}", "--workdir", tmp_path / "w"),
+          tmp_path)
+    assert not (tmp_path / "w").exists()
