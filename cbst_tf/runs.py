@@ -21,12 +21,60 @@ def step_dir(cfg: Config, *parts: str) -> Path:
     return path
 
 
+_SHARED_STEPS = ("label",)  # slices of one label step run at once on several machines, by design
+_LOCK = ".lock"
+_HELD: list[Path] = []
+
+
+def _lock(path: Path) -> None:
+    """Take ``<step>/.lock`` (``host~pid``): a second process on the same step would interleave
+    checkpoints and outputs. A lock of a dead process on this host is taken over; one held on
+    another host must be removed by hand (its owner cannot be checked from here)."""
+    import atexit
+    import os
+
+    from cbst_tf.io import _pid_alive, temp_tag
+
+    if os.environ.get("TF_CONFIG"):  # multi-worker: every worker runs the step in this directory
+        return
+    lock = path / _LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = lock.read_text().strip()
+            except OSError:
+                owner = ""
+            host, _, pid = owner.rpartition("~")
+            mine = temp_tag().rpartition("~")[0]
+            if host == mine and (not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid))):
+                lock.unlink(missing_ok=True)  # its process is gone
+                continue
+            raise CbstError(f"{path}: another cbst-tf process ({owner or 'unknown'}) is running this step; "
+                            f"wait for it, or delete {lock} if it is no longer running") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(temp_tag() + "\n")
+        if not _HELD:
+            atexit.register(release_locks)
+        _HELD.append(lock)
+        return
+
+
+def release_locks() -> None:
+    """Remove the step locks this process holds (at exit, or when a step finishes)."""
+    while _HELD:
+        _HELD.pop().unlink(missing_ok=True)
+
+
 _STARTED: list[Path] = []  # step directories this process started (pruned if the step fails early)
 
 
 def start_step(cfg: Config, *parts: str) -> Path:
     """Create a step's directory, remove temporaries of killed runs, write the resolved config."""
     path = step_dir(cfg, *parts)
+    if parts and parts[-1] not in _SHARED_STEPS:
+        _lock(path)
     if parts:  # the workdir root holds the other steps' directories: each cleans its own
         for stale in remove_stale_temps(path):
             log(f"removed {stale} left by a killed run")
@@ -45,13 +93,15 @@ def prune_failed_steps() -> list[Path]:
             entries = {p.name: p for p in path.iterdir()}
         except OSError:
             continue
-        if "DONE" in entries or not set(entries) <= {"config.yaml", "tb"}:
+        if "DONE" in entries or not set(entries) <= {"config.yaml", "tb", _LOCK}:
             continue
         tb = entries.get("tb")
         if tb is not None and any(not f.name.startswith("events.out.tfevents") for f in tb.rglob("*")):
             continue
         import shutil
 
+        if path / _LOCK in _HELD:
+            _HELD.remove(path / _LOCK)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
         if path.parent.name.startswith("round_"):  # round_R/ when its only step was this one
@@ -69,6 +119,10 @@ def is_done(path: Path) -> bool:
 def mark_done(path: Path, summary: str = "") -> None:
     """Completion marker: written last, so its presence means the step finished."""
     atomic_write_text(Path(path) / "DONE", summary + "\n")
+    lock = Path(path) / _LOCK
+    if lock in _HELD:
+        _HELD.remove(lock)
+        lock.unlink(missing_ok=True)
 
 
 def round_dir(cfg: Config, round_: int, step: str) -> Path:

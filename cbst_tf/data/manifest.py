@@ -80,8 +80,8 @@ def _check_types(manifest: dict[str, Any], path: Path) -> None:
         raise bad("num_examples", "a non-negative integer")
     if not isinstance(manifest["labelled"], bool):
         raise bad("labelled", "true or false")
-    if not all(isinstance(s, str) and s for s in manifest["shards"]):
-        raise bad("shards", "a list of file names")
+    if not all(isinstance(s, str) and s and Path(s).name == s and s not in (".", "..") for s in manifest["shards"]):
+        raise bad("shards", "a list of file names inside the directory")
     names, counts = manifest["class_names"], manifest["class_pixel_counts"]
     if not isinstance(names, list) or len(names) != n_classes or not all(isinstance(c, str) for c in names):
         raise bad("class_names", f"a list of num_classes = {n_classes} names")
