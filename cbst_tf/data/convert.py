@@ -64,9 +64,9 @@ def _load(layout: Layout, item: Item) -> tuple[bytes, str, int, int, np.ndarray 
         label = layout.lut[raw]
     elif item.label is not None:
         label = layout.read_train_ids(item.label)
-        if label.shape != (h, w):
-            raise CbstError(f"{item.image} is {h}x{w} but its label {item.label} is "
-                            f"{label.shape[0]}x{label.shape[1]}")
+    if label is not None and label.shape != (h, w):
+        raise CbstError(f"{item.image} is {h}x{w} but its label {item.label} is "
+                        f"{label.shape[0]}x{label.shape[1]}")
     return data, fmt, h, w, label, unknown
 
 
