@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ import typer
 
 from cbst_tf import __version__, progress
 from cbst_tf.config import Config, load_config
-from cbst_tf.errors import CbstError, NotImplementedYet
+from cbst_tf.errors import CbstError, ConfigError, NotImplementedYet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Class-balanced self-training (CBST) for domain-adaptive segmentation.")
@@ -29,7 +30,7 @@ app.add_typer(config_app, name="config")
 weights_app = typer.Typer(no_args_is_help=True, help="Convert released model weights.")
 app.add_typer(weights_app, name="weights")
 
-_STATE = {"debug": False}
+_STATE: dict[str, Any] = {"debug": False, "cfg": None}
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: a.b=value (repeatable).")]
@@ -52,24 +53,87 @@ def _main(
     progress.configure(enabled=not no_progress)
 
 
+def _pruning(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``; if it fails, remove the stub directories of steps it started (config.yaml only)."""
+    if "cbst_tf.runs" in sys.modules:
+        sys.modules["cbst_tf.runs"]._STARTED.clear()
+    try:
+        return fn(*args, **kwargs)
+    except BaseException:
+        if "cbst_tf.runs" in sys.modules:
+            sys.modules["cbst_tf.runs"].prune_failed_steps()
+        raise
+
+
 def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a library call, mapping expected failures to one line and an exit code."""
     try:
-        return fn(*args, **kwargs)
+        return _pruning(fn, *args, **kwargs)
     except CbstError as exc:
         if _STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if _STATE["debug"]:
             raise
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        terminated = isinstance(exc, Terminated)
+        typer.echo("terminated" if terminated else "interrupted", err=True)
+        raise typer.Exit(143 if terminated else 130) from None
+    except Exception as exc:  # noqa: BLE001 - machine faults from TF/Keras are mapped; bugs re-raised
+        _fault(exc)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _fault(exc: BaseException) -> None:
+    """A full disk, read-only directory, corrupt shard... as one line; a real bug re-raised."""
+    from cbst_tf.faults import translate
+
+    err = None if _STATE["debug"] else translate(exc, _datasets())
+    if err is None:
+        raise exc
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(err.exit_code) from None
+
+
+def _datasets() -> list[str]:
+    """Dataset directories the current command may read (to name a corrupt shard)."""
+    cfg = _STATE.get("cfg")
+    if cfg is None:
+        return []
+    pseudo = sorted(str(p) for p in Path(cfg.runtime.workdir).glob("round_*/label/pseudo"))
+    return [d for d in (cfg.data.source, cfg.data.target, cfg.data.target_eval) if d] + pseudo
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with stderr muted.
+
+    Its C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN and
+    CUDA notices, "failed call to cuInit" on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL; they are
+    shown with --debug.
+    """
+    if _STATE["debug"] or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _library(module: str, name: str) -> Any:
     """Import a library entry point; a module not written yet is 'not implemented yet'."""
+    _quiet_tensorflow()
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -82,8 +146,9 @@ def _library(module: str, name: str) -> Any:
 def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, extra: list[str] = ()) -> Config:
     overrides = list(sets or []) + list(extra)
     if workdir is not None:
-        overrides.append(f"runtime.workdir={workdir}")
+        overrides.append(("--workdir", f"runtime.workdir={workdir}"))
     cfg = load_config(config, overrides)
+    _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)
     return cfg
 
@@ -109,10 +174,12 @@ def data_convert(
     shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
+    strict: Annotated[bool, typer.Option("--strict", help="Label ids the format does not define are an "
+                                         "error (default: a warning; they become ignore).")] = False,
 ) -> None:
     """Convert a dataset folder in its real layout into sharded TFRecords + manifest.json."""
     fn = lambda: _library("cbst_tf.data.convert", "convert_dataset")(  # noqa: E731
-        fmt=fmt, root=root, out=out, split=split, shards=shards, skip_bad=skip_bad, workers=workers,
+        fmt=fmt, root=root, out=out, split=split, shards=shards, skip_bad=skip_bad, workers=workers, strict=strict,
         command=" ".join(["cbst-tf"] + sys.argv[1:]))
     manifest = _guard(fn)
     typer.echo(f"wrote {manifest['num_examples']} examples in {len(manifest['shards'])} shards to {out}")
@@ -127,12 +194,25 @@ def data_synth(
     n_target: Annotated[int, typer.Option("--n-target", min=1)] = 200,
     n_val: Annotated[int, typer.Option("--n-val", min=1)] = 100,
     cities: Annotated[str, typer.Option("--cities", help="Comma-separated NTHU-style cities ('' for none).")] = "Rome,Rio,Tokyo,Taipei",
-    n_city: Annotated[int, typer.Option("--n-city", min=1, help="Labelled test images per city.")] = 100,
+    n_city: Annotated[int | None, typer.Option("--n-city", min=1, help="Train and test images per city "
+                                               "(default: --n-val; --cities '' renders none).")] = None,
 ) -> None:
     """Render the embedded street-scene domain-adaptation benchmark."""
-    fn = lambda: _library("cbst_tf.synth.generate", "synthesize")(  # noqa: E731
-        out=out, seed=seed, size=parse_hw(size), n_source=n_source, n_target=n_target, n_val=n_val,
-        cities=[c for c in cities.split(",") if c], n_city=n_city)
+    from cbst_tf import outdir
+
+    hw = parse_hw(size)
+    city_list = [c for c in cities.split(",") if c]
+
+    def fn() -> str:
+        created = outdir.claim_synth_out(out)
+        try:
+            return _library("cbst_tf.synth.generate", "synthesize")(
+                out=out, seed=seed, size=hw, n_source=n_source, n_target=n_target, n_val=n_val,
+                cities=city_list, n_city=n_val if n_city is None else n_city)
+        except BaseException:
+            outdir.release_synth_out(out, created)
+            raise
+
     summary = _guard(fn)
     typer.echo(f"wrote the synthetic benchmark to {out}: {summary}")
 
@@ -282,17 +362,20 @@ def evaluate(
     save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="N or all")] = None,
 ) -> None:
     """mIoU on the labelled target split under the configured protocol."""
-    extra = []
+    extra: list = []  # (flag, override): a bad value is blamed on the flag, not on the YAML
     if split is not None:
-        extra.append(f"data.target_eval={split}")
+        extra.append(("--split", f"data.target_eval={split}"))
     if scales is not None:
-        extra.append(f"eval.scales=[{scales}]")
+        extra.append(("--scales", f"eval.scales=[{scales}]"))
     if flip is not None:
-        extra.append(f"eval.flip={str(flip).lower()}")
+        extra.append(("--flip", f"eval.flip={str(flip).lower()}"))
     if min_miou is not None:
-        extra.append(f"eval.min_miou={min_miou}")
+        extra.append(("--min-miou", f"eval.min_miou={min_miou}"))
     if save_predictions is not None:
-        extra.append(f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}")
+        if save_predictions != "all" and not save_predictions.isdigit():
+            _guard(_raise, ConfigError(f"--save-predictions {save_predictions!r}: expected a number of images or 'all'"))
+        extra.append(("--save-predictions",
+                      f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}"))
     _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)
 
 
@@ -303,7 +386,7 @@ def crossval(
     min_miou: Annotated[float | None, typer.Option("--min-miou")] = None,
 ) -> None:
     """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
-    extra = [f"eval.min_miou={min_miou}"] if min_miou is not None else []
+    extra = [("--min-miou", f"eval.min_miou={min_miou}")] if min_miou is not None else []
     _call("cbst_tf.evaluate.crossval", "run_crossval", config, set_, workdir, extra, city=city)
 
 
@@ -319,8 +402,19 @@ def demo(
                                                          seed=seed, fast=fast))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Kubernetes, Slurm): unwinds like Ctrl-C, so temporaries are removed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console-script entry: accept --debug/--no-progress anywhere on the line."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     argv = sys.argv[1:]
     front = [a for a in argv if a in ("--debug", "--no-progress")]
     rest = [a for a in argv if a not in ("--debug", "--no-progress")]

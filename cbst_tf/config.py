@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +212,9 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, key, where)
-            except ConfigError:
-                pass
+            except ConfigError as exc:
+                if "finite number" in str(exc):
+                    raise
         raise bad
     if origin is list:
         if isinstance(value, tuple):
@@ -231,13 +233,17 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-4" as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad from None
-        raise bad
+        else:
+            raise bad
+        if not math.isfinite(number):  # nan passes every range check, inf most
+            raise ConfigError(f"{where}: key '{key}' expects a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -263,8 +269,11 @@ def _suggest(name: str, options: list[str], prefix: str = "") -> str:
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
-def _apply(obj: Any, updates: dict, prefix: str, where: str) -> None:
-    """Merge a nested dict into dataclass ``obj`` in place, validating every key."""
+def _apply(obj: Any, updates: dict, prefix: str, where: str, origins: dict[str, str] | None = None) -> None:
+    """Merge a nested dict into dataclass ``obj`` in place, validating every key.
+
+    ``origins`` records, per key, where its value came from (so a later cross-field error
+    blames the ``--set`` or flag that set it, not the YAML file)."""
     if not isinstance(updates, dict):
         raise ConfigError(f"{where}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {updates!r}")
     hints = typing.get_type_hints(type(obj))
@@ -275,11 +284,13 @@ def _apply(obj: Any, updates: dict, prefix: str, where: str) -> None:
             raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(name), list(fields), prefix)}")
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            _apply(getattr(obj, name), value, key + ".", where)
+            _apply(getattr(obj, name), value, key + ".", where, origins)
             continue
         value = _coerce(value, tp, key, where)
         _check_range(value, dict(fields[name].metadata), key, where)
         setattr(obj, name, value)
+        if origins is not None:
+            origins[key] = where
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -288,7 +299,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: circular 'base:' chain")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        referrer = f" (named by 'base:' in {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: config file not found{referrer}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -327,44 +339,60 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, str]] | tuple = (),
                 presets: tuple[str | Path, ...] = ()) -> Config:
     """Build the resolved :class:`Config`: defaults, presets, YAML (with ``base:``), overrides.
 
-    ``presets`` are YAML files applied before ``path`` (the demo's built-in settings).
+    ``presets`` are YAML files applied before ``path`` (the demo's built-in settings). An
+    override is ``"a.b=value"`` (blamed as ``--set a.b``) or ``(flag, "a.b=value")`` for a CLI
+    flag that sets a key (blamed as that flag).
     """
     cfg = Config()
+    origins: dict[str, str] = {}
     for yaml_file in (*presets, *([path] if path is not None else [])):
         for where, data in _read_yaml(Path(yaml_file)).items():
-            _apply(cfg, data, "", where)
-    for text in overrides:
+            _apply(cfg, data, "", where, origins)
+    for item in overrides:
+        flag, text = item if isinstance(item, tuple) else (None, item)
         key, value = parse_override(text)
-        _apply(cfg, _nest(key, value), "", f"--set {key}")
-    validate(cfg, str(path) if path else "<defaults>")
+        _apply(cfg, _nest(key, value), "", flag or f"--set {key}", origins)
+    validate(cfg, str(path) if path else "<defaults>", origins)
     return cfg
 
 
-def validate(cfg: Config, where: str) -> None:
-    """Cross-field checks that a single field's type and range cannot express."""
+def validate(cfg: Config, where: str, origins: dict[str, str] | None = None) -> None:
+    """Cross-field checks that a single field's type and range cannot express.
+
+    An error names the source of the offending key (``origins``), else ``where``."""
+    default_where = where
+
+    def src(key: str) -> str:
+        return (origins or {}).get(key, default_where)
+
+    if not cfg.runtime.workdir.strip():
+        raise ConfigError(f"{src('runtime.workdir')}: key 'runtime.workdir' is empty (the run directory; "
+                          "use '.' for the current directory)")
 
     def pair(key: str, value: list, positive: bool = True) -> None:
+        where = src(key)
         if len(value) != 2 or (positive and min(value) <= 0):
             raise ConfigError(f"{where}: key '{key}' expects two positive numbers, got {value!r}")
 
     pair("data.crop_size", cfg.data.crop_size)
     pair("data.scale_range", cfg.data.scale_range)
     if cfg.data.scale_range[0] > cfg.data.scale_range[1]:
-        raise ConfigError(f"{where}: key 'data.scale_range' must be [low, high], got {cfg.data.scale_range}")
+        raise ConfigError(f"{src('data.scale_range')}: key 'data.scale_range' must be [low, high], "
+                          f"got {cfg.data.scale_range}")
     if len(cfg.data.image_mean) != 3:
-        raise ConfigError(f"{where}: key 'data.image_mean' expects 3 numbers, got {cfg.data.image_mean}")
+        raise ConfigError(f"{src('data.image_mean')}: key 'data.image_mean' expects 3 numbers, got {cfg.data.image_mean}")
     pair("selftrain.prior_size", cfg.selftrain.prior_size)
     pair("synth.size", cfg.synth.size)
     for key, scales in (("eval.scales", cfg.eval.scales), ("selftrain.test_scales", cfg.selftrain.test_scales)):
         if not scales or min(scales) <= 0:
-            raise ConfigError(f"{where}: key '{key}' expects a non-empty list of positive scales, got {scales}")
+            raise ConfigError(f"{src(key)}: key '{key}' expects a non-empty list of positive scales, got {scales}")
     if cfg.selftrain.portion_start > cfg.selftrain.portion_max:
         raise ConfigError(
-            f"{where}: key 'selftrain.portion_start' = {cfg.selftrain.portion_start} exceeds "
+            f"{src('selftrain.portion_start')}: key 'selftrain.portion_start' = {cfg.selftrain.portion_start} exceeds "
             f"selftrain.portion_max = {cfg.selftrain.portion_max}"
         )
 

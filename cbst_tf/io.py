@@ -9,15 +9,70 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def temp_tag() -> str:
+    """``<host>~<pid>`` in every temporary name: a later run can tell whether its writer is gone."""
+    return f"{socket.gethostname()}~{os.getpid()}"
+
+
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{temp_tag()}")
+
+
+_TEMP = re.compile(r"^\..*tmp-(?P<host>[A-Za-z0-9._-]*)~(?P<pid>\d+)(?:-|$)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path, max_age_s: float = 86400.0) -> list[Path]:
+    """Delete temporary files/directories under ``directory`` whose writer is gone.
+
+    Called when a step starts, so a run killed with SIGKILL does not leave (possibly huge)
+    temporaries behind for good. Written on this host: stale when the process is dead (or is
+    this very process, restarted as the same pid in a new container). Written on another host
+    (shards of one step on several machines): only when untouched for ``max_age_s``.
+    """
+    removed = []
+    host, me = socket.gethostname(), os.getpid()
+    for parent, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            m = _TEMP.match(name)
+            if not m:
+                continue
+            path = Path(parent) / name
+            pid = int(m.group("pid"))
+            try:
+                if m.group("host") == host:
+                    stale = pid == me or not _pid_alive(pid)
+                else:
+                    stale = time.time() - path.lstat().st_mtime > max_age_s
+            except OSError:
+                continue
+            if stale:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                    dirs.remove(name) if name in dirs else None
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -68,7 +123,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    # os.mkdir honours the umask (mkdtemp's 0700 hid datasets from the other users of a volume);
+    # the pid in the name tells a later run whether its owner is still alive.
+    tmp = path.with_name(f".{path.name}.tmp-{temp_tag()}-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
     try:
         yield tmp
         if path.exists():

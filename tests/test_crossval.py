@@ -28,10 +28,10 @@ def city(tmp_path_factory):
     from cbst_tf.data.convert import convert_dataset
 
     root = tmp_path_factory.mktemp("nthu")
-    write_nthu(root, "Rome", n_train=0, n_test=20, size=(16, 24), seed=5)
+    write_nthu(root / "raw", "Rome", n_train=0, n_test=20, size=(16, 24), seed=5)
     write_nthu(root / "src", "Rome", n_train=0, n_test=8, size=(16, 24), seed=6)
     test = root / "rome_test"
-    convert_dataset(fmt="nthu", root=root, out=test, split="Rome/test", shards=1, skip_bad=False,
+    convert_dataset(fmt="nthu", root=root / "raw", out=test, split="Rome/test", shards=1, skip_bad=False,
                     workers=1, command="test")
     source = root / "source"
     convert_dataset(fmt="nthu", root=root / "src", out=source, split="Rome/test", shards=1, skip_bad=False,

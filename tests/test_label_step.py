@@ -26,9 +26,9 @@ def target(tmp_path_factory):
     from cbst_tf.data.convert import convert_dataset
 
     root = tmp_path_factory.mktemp("cs")
-    write_cityscapes(root, split="train", n=6, size=SIZE, seed=3)
+    write_cityscapes(root / "raw", split="train", n=6, size=SIZE, seed=3)
     out = root / "tfr"
-    convert_dataset(fmt="cityscapes", root=root, out=out, split="train", shards=2, skip_bad=False,
+    convert_dataset(fmt="cityscapes", root=root / "raw", out=out, split="train", shards=2, skip_bad=False,
                     workers=1, command="test")
     return out
 

@@ -25,6 +25,7 @@ from cbst_tf.data.tfrecord import sniff_format
 from cbst_tf.data.writer import DatasetWriter
 from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.io import atomic_dir
+from cbst_tf.outdir import check_convert_out
 from cbst_tf.progress import log, track
 
 T = TypeVar("T")
@@ -51,15 +52,22 @@ def _decode_image(path: Path) -> tuple[bytes, str, int, int]:
     return data, fmt, int(shape[0]), int(shape[1])
 
 
-def _load(layout: Layout, item: Item) -> tuple[bytes, str, int, int, np.ndarray | None]:
+def _load(layout: Layout, item: Item) -> tuple[bytes, str, int, int, np.ndarray | None, tuple[int, int]]:
+    """Image bytes, format, size, train ids and (pixels, largest id) of unknown raw label ids."""
     data, fmt, h, w = _decode_image(item.image)
-    label = None
-    if item.label is not None:
+    label, unknown = None, (0, 0)
+    if item.label is not None and layout.read_raw_ids is not None:
+        raw = layout.read_raw_ids(item.label)
+        bad = (raw > layout.max_id) & (raw != 255)
+        if bad.any():
+            unknown = (int(bad.sum()), int(raw[bad].max()))
+        label = layout.lut[raw]
+    elif item.label is not None:
         label = layout.read_train_ids(item.label)
-        if label.shape != (h, w):
-            raise CbstError(f"{item.image} is {h}x{w} but its label {item.label} is "
-                            f"{label.shape[0]}x{label.shape[1]}")
-    return data, fmt, h, w, label
+    if label is not None and label.shape != (h, w):
+        raise CbstError(f"{item.image} is {h}x{w} but its label {item.label} is "
+                        f"{label.shape[0]}x{label.shape[1]}")
+    return data, fmt, h, w, label, unknown
 
 
 def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R | CbstError]:
@@ -109,12 +117,14 @@ def remove_stale_temps(out: Path, min_age_s: float = 3600.0) -> list[Path]:
 
 
 def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | None = None, shards: int = 4,
-                    skip_bad: bool = False, workers: int = 2, command: str = "") -> dict[str, Any]:
+                    skip_bad: bool = False, workers: int = 2, command: str = "", strict: bool = False) -> dict[str, Any]:
     """Convert the dataset at ``root`` (layout ``fmt``) into ``out``; return the manifest.
 
     ``split``: Cityscapes/BDD ``train|val|test``; NTHU ``<City>/train|<City>/test``; GTA5,
     SYNTHIA and folder have none. A corrupt image or label raises a one-line CbstError naming
-    the file, unless ``skip_bad``, which skips it and lists it in the manifest.
+    the file, unless ``skip_bad``, which skips it and lists it in the manifest. Label ids the
+    format does not define become "ignore" (255); they are counted and reported in one warning,
+    or are an error naming the first file with ``strict``.
     """
     layout = get_layout(fmt)
     if shards < 1:
@@ -124,11 +134,13 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise CbstError(f"{root}: dataset root not found")
+    check_convert_out(out, root)
     items = layout.list_items(root, split)
     if not items:
         raise CbstError(f"{root}: no images found for format {fmt}" + (f" split {split}" if split else ""))
     for stale in remove_stale_temps(out):
         log(f"removed {stale} left by a killed conversion")
+    unknown: list[tuple[Path, int, int]] = []
     with atomic_dir(out) as tmp:
         (tmp / _OWNER).write_text(str(os.getpid()))
         with DatasetWriter(tmp, num_items=len(items), shards=shards, name=out.name, fmt=fmt,
@@ -141,9 +153,20 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
                     log(f"skipped: {result}")
                     writer.skip(items[index].source_id, str(result))
                     continue
+                n_bad, top = result[5]
+                if n_bad:
+                    if strict:
+                        raise CbstError(f"{items[index].label}: {n_bad} pixels with label id {top} (or other ids "
+                                        f"above {layout.max_id}) that the {fmt} format does not define (--strict)")
+                    unknown.append((items[index].label, n_bad, top))
                 writer.add(index, *result[:4], source_id=items[index].source_id, label=result[4])
             if len(writer.skipped) == len(items):
                 raise CbstError(f"{root}: all {len(items)} images are corrupt (see --skip-bad)")
             manifest = writer.close()
         (tmp / _OWNER).unlink()
+    if unknown:
+        first, n_bad, top = unknown[0]
+        log(f"warning: {len(unknown)} label file(s) hold {sum(u[1] for u in unknown)} pixels with ids the {fmt} "
+            f"format does not define (above {layout.max_id}), converted as ignore (255); first: {first} "
+            f"({n_bad} pixels, id {top}); use --strict to make this an error")
     return manifest

@@ -61,6 +61,49 @@ class ManifestStats:
         }
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(manifest: dict[str, Any], path: Path) -> None:
+    """Types of the keys and the counts that must agree (a hand-edited manifest is caught here)."""
+    def bad(key: str, expected: str) -> CbstError:
+        return CbstError(f"{path}: key '{key}' must be {expected}, got {manifest[key]!r}")
+
+    for key in ("name", "format", "label_space", "command"):
+        if not isinstance(manifest[key], str):
+            raise bad(key, "a string")
+    n_classes, n = manifest["num_classes"], manifest["num_examples"]
+    if not _int(n_classes) or not 2 <= n_classes <= 254:
+        raise bad("num_classes", "an integer in [2, 254]")
+    if not _int(n) or n < 0:
+        raise bad("num_examples", "a non-negative integer")
+    if not isinstance(manifest["labelled"], bool):
+        raise bad("labelled", "true or false")
+    if not all(isinstance(s, str) and s and Path(s).name == s and s not in (".", "..") for s in manifest["shards"]):
+        raise bad("shards", "a list of file names inside the directory")
+    names, counts = manifest["class_names"], manifest["class_pixel_counts"]
+    if not isinstance(names, list) or len(names) != n_classes or not all(isinstance(c, str) for c in names):
+        raise bad("class_names", f"a list of num_classes = {n_classes} names")
+    if not isinstance(counts, list) or len(counts) != n_classes or not all(_int(c) and c >= 0 for c in counts):
+        raise bad("class_pixel_counts", f"a list of num_classes = {n_classes} non-negative integers")
+    sizes = manifest["image_sizes"]
+    if not isinstance(sizes, dict) or not all(_int(c) for c in sizes.values()):
+        raise bad("image_sizes", 'a mapping {"HxW": count}')
+    if sizes and sum(sizes.values()) != n:
+        raise CbstError(f"{path}: num_examples = {n} but image_sizes counts {sum(sizes.values())} images")
+    shard_counts = manifest.get("shard_counts")
+    if shard_counts is not None:
+        if (not isinstance(shard_counts, list) or len(shard_counts) != len(manifest["shards"])
+                or not all(_int(c) for c in shard_counts)):
+            raise bad("shard_counts", "one integer per shard")
+        if sum(shard_counts) != n:
+            raise CbstError(f"{path}: num_examples = {n} but the shards hold {sum(shard_counts)} examples "
+                            "(shard_counts)")
+    if not isinstance(manifest["skipped"], list):
+        raise bad("skipped", "a list")
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Load and check ``<directory>/manifest.json`` (one-line CbstError naming the file)."""
     path = Path(directory) / MANIFEST
@@ -72,7 +115,32 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise CbstError(f"{path}: missing key(s) {', '.join(missing)}")
     if not isinstance(manifest["shards"], list) or not manifest["shards"]:
         raise CbstError(f"{path}: key 'shards' must be a non-empty list")
+    _check_types(manifest, path)
     for shard in manifest["shards"]:
         if not (Path(directory) / shard).is_file():
             raise CbstError(f"{Path(directory) / shard}: shard listed in {path} is missing")
     return manifest
+
+
+def check_training_data(directory: str | Path, num_classes: int, key: str) -> dict[str, Any]:
+    """The manifest of a directory that a training step learns from: labelled, with the
+    configured class count (a mismatch would otherwise surface as a TF index error mid-run)."""
+    manifest = read_manifest(directory)
+    path = Path(directory) / MANIFEST
+    if not manifest["labelled"]:
+        raise CbstError(f"{path}: {key} is unlabelled (labelled: false) and cannot be trained on; "
+                        "convert it with its labels")
+    check_class_count(manifest, path, num_classes)
+    return manifest
+
+
+def check_class_count(manifest: dict[str, Any], path: Path, num_classes: int) -> None:
+    """Labels of a class id >= ``data.num_classes`` would crash the loss/metrics mid-run."""
+    counts = manifest["class_pixel_counts"]
+    present = [c for c, n in enumerate(counts) if n > 0 and c >= num_classes]
+    if present:
+        c = present[-1]
+        name = manifest["class_names"][c]
+        raise CbstError(f"{path}: labels of class {c} ({name}) but data.num_classes = {num_classes} "
+                        f"(the data has {manifest['num_classes']} classes: set data.num_classes="
+                        f"{manifest['num_classes']})")

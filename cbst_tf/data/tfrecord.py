@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from cbst_tf.errors import CbstError
+from cbst_tf.io import temp_tag
 
 KEY_ENCODED = "image/encoded"
 KEY_FORMAT = "image/format"
@@ -158,7 +159,7 @@ class ShardWriter:
         while self._shard < shard:
             self._finish_shard()
             self._shard += 1
-            self._tmp = self.directory / f".{self.names[self._shard]}.tmp-{os.getpid()}"
+            self._tmp = self.directory / f".{self.names[self._shard]}.tmp-{temp_tag()}"
             self._writer = tf.io.TFRecordWriter(str(self._tmp))
 
     def write(self, index: int, serialized: bytes) -> None:

@@ -66,10 +66,12 @@ def load_model(cfg: Config, weights: Path) -> Any:
     an initialisation for training, so it is not loaded here)."""
     from cbst_tf.models import build_model
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
                         dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
                         mean=tuple(cfg.data.image_mean))
+    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
     load_checkpoint(model, weights)
     return model
 
@@ -83,6 +85,9 @@ def _check_dataset(cfg: Config) -> tuple[Path, dict]:
     manifest = read_manifest(directory)
     if not manifest.get("labelled", False):
         raise CbstError(f"{directory / 'manifest.json'}: dataset has no labels; evaluation needs ground truth")
+    from cbst_tf.data.manifest import check_class_count
+
+    check_class_count(manifest, directory / "manifest.json", cfg.data.num_classes)
     return directory, manifest
 
 

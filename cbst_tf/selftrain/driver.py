@@ -13,14 +13,27 @@ from pathlib import Path
 
 from cbst_tf import progress
 from cbst_tf.config import Config
+from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.runs import is_done, priors_file, round_dir, start_step, step_dir, weights_before_round
+
+
+def _require_source_model(cfg: Config) -> None:
+    """``selftrain.source_weights`` names another experiment's model: say which one trains it."""
+    path = cfg.selftrain.source_weights
+    if not path or Path(path).is_file():
+        return
+    stem = cfg.name.removesuffix(f"_{cfg.selftrain.method}")
+    guess = Path("experiments") / f"{stem}_source_only.yaml"
+    how = f"cbst-tf pretrain --config {guess}" if guess.is_file() else "cbst-tf pretrain and its experiment"
+    raise CbstError(f"{path}: source model not found (selftrain.source_weights); train it first: {how}")
 
 
 def run_selftrain(cfg: Config) -> Path:
     """Run (or resume) the whole experiment; returns the final model's weights file."""
     from cbst_tf.train.steps import run_finetune, run_pretrain
 
+    _require_source_model(cfg)
     start_step(cfg)
     method = cfg.selftrain.method
     if not cfg.selftrain.source_weights:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbst_tf import progress
+from cbst_tf import progress, runs
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
@@ -93,12 +93,14 @@ class _PriorsAtSize:
 def _load_label_model(cfg: Config, round_: int):
     from cbst_tf.models import build_model
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     weights = require(weights_before_round(cfg, round_), "model weights",
                       "run `cbst-tf pretrain`" if round_ == 1 else f"run `cbst-tf finetune --round {round_ - 1}`")
     model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
                         upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
                         mean=tuple(cfg.data.image_mean))
+    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
     load_checkpoint(model, weights)
     return model, weights
 
@@ -239,7 +241,7 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
     mode, use_priors = method_mode(cfg)
     label_dir = round_dir(cfg, round_, "label")
     if is_done(label_dir):
-        progress.log(f"round {round_} label: already done ({label_dir})")
+        runs.report_done(cfg, label_dir, f"round {round_} label")
         return label_dir
     start_step(cfg, f"round_{round_}", "label")
     priors = _PriorsAtSize(_load_priors(cfg) if use_priors else None)

@@ -22,7 +22,7 @@ from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from cbst_tf.labels import CLASS_NAMES
 from cbst_tf.progress import log, track
-from cbst_tf.runs import is_done, mark_done, start_step, step_dir
+from cbst_tf.runs import is_done, mark_done, report_done, start_step, step_dir
 from cbst_tf.selftrain.priors import (
     PriorAccumulator,
     gaussian_sigma,
@@ -119,7 +119,7 @@ def run_priors(cfg: Config) -> Path:
     out = step_dir(cfg, "priors")
     target = out / "priors.npy"
     if is_done(out):
-        log(f"priors: {out} is DONE, skipping")
+        report_done(cfg, out, "priors", ignore=("train.", "model.", "selftrain.method", "selftrain.rounds"))
         return target
     if not cfg.data.source:
         raise CbstError("data.source: not set (the labelled source TFRecord directory)")

@@ -30,6 +30,7 @@ from cbst_tf.synth.scene import render_scene
 from cbst_tf.synth.style import Style, render_image
 
 VERSION = "1.0"
+MAX_SIDE = 2048
 _CITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -51,6 +52,9 @@ def _check(seed: int, size: Sequence[int], counts: dict[str, int], cities: Seque
         raise CbstError(f"--seed: expected a non-negative integer, got {seed!r}")
     if len(size) != 2 or min(size) < 16:
         raise CbstError(f"--size: expected HxW with both sides >= 16 pixels, got {tuple(size)!r}")
+    if max(size) > MAX_SIDE:  # rendering holds several float copies of an image in memory
+        raise CbstError(f"--size: at most {MAX_SIDE} pixels per side (Cityscapes is 1024x2048), got "
+                        f"{size[0]}x{size[1]}")
     for key, n in counts.items():
         if not isinstance(n, int) or n < 1:
             raise CbstError(f"--{key}: expected a positive integer, got {n!r}")

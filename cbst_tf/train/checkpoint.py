@@ -15,6 +15,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cbst_tf.errors import CbstError
+from cbst_tf.io import temp_tag
+from cbst_tf.progress import log
+
 
 class RunCheckpoint:
     """Model + optimiser + step counter in ``directory``, keeping the newest ``keep`` checkpoints."""
@@ -24,6 +28,9 @@ class RunCheckpoint:
         self.directory = Path(directory)
         self.is_chief = is_chief
         self.checkpoint = tf.train.Checkpoint(**objects)
+        if is_chief:  # a save killed or stopped by a full disk leaves its TF temp directory behind
+            for stale in self.directory.glob("ckpt-*_temp"):
+                shutil.rmtree(stale, ignore_errors=True)
         write_dir = self.directory if is_chief else self.directory / f".worker-{worker_index}"
         self._write_dir = write_dir
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(write_dir), max_to_keep=keep,
@@ -35,10 +42,36 @@ class RunCheckpoint:
         return tf.train.latest_checkpoint(str(self.directory))
 
     def restore_latest(self) -> str | None:
+        """Restore the newest readable checkpoint; a damaged newest one falls back to the one before.
+
+        A checkpoint that no longer fits the model (a changed ``model.*`` setting) is a one-line
+        error saying how to start fresh, not a page of Keras matching errors.
+        """
         latest = self.latest
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+        if not latest:
+            return None
+        state = tf.train.get_checkpoint_state(str(self.directory))
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else [latest]
+        if latest not in candidates:
+            candidates.insert(0, latest)
+        failures = []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as exc:
+                failures.append((path, exc))
+                continue
+            for bad, exc in failures:
+                log(f"warning: checkpoint {bad} is unreadable ({_reason(exc)}); resuming from {path} instead")
+            return path
+        path, exc = failures[0]
+        tf.get_logger().setLevel("ERROR")  # else TF lists every unrestored value at exit
+        if any(isinstance(e, (ValueError, AssertionError)) for _, e in failures):
+            raise CbstError(f"{self.directory}: the checkpoints were written with a different model or optimiser "
+                            f"({_reason(exc)}); delete {self.directory.parent} or use another runtime.workdir "
+                            "to start fresh") from None
+        raise CbstError(f"{self.directory}: no readable checkpoint ({Path(path).name}: {_reason(exc)}); "
+                        f"delete {self.directory} to start this step from scratch") from None
 
     def save(self, step: int) -> str:
         path = self.manager.save(checkpoint_number=step)
@@ -47,17 +80,23 @@ class RunCheckpoint:
         return path
 
 
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:160]
+
+
 def export_weights(model: keras.Model, path: str | Path) -> Path:
     """Write ``model``'s weights to ``path`` atomically (Keras needs the ``.weights.h5`` suffix).
 
-    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-PID``, which Keras refuses, so the
-    temporary file here keeps the suffix: ``.tmp-PID-<name>.weights.h5``, then ``os.replace``.
+    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-HOST~PID``, which Keras refuses, so the
+    temporary file here keeps the suffix: ``.tmp-HOST~PID-<name>.weights.h5``, then ``os.replace``.
     """
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: Keras weights files must end in .weights.h5")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(f".tmp-{temp_tag()}-{path.name}")
     try:
         model.save_weights(str(tmp))
         os.replace(tmp, path)

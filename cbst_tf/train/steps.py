@@ -105,6 +105,7 @@ def _finetune_data(cfg: Config, pseudo: Path, subset: list[str], n_target: int,
 def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int | None):
     from cbst_tf.models import build_from_config
     from cbst_tf.models.weights import load_checkpoint
+    from cbst_tf.weights_check import check_weights_fit
 
     with rt.strategy.scope():
         if init is None:
@@ -113,6 +114,7 @@ def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int 
             no_init = copy.deepcopy(cfg)
             no_init.model.weights = None
             model = build_from_config(no_init)
+            check_weights_fit(model, init, cfg.model.name, cfg.model.width, cfg.data.num_classes)
             load_checkpoint(model, init)
         optimizer = build_optimizer(cfg, model, total_steps=steps, round_=round_)
     return model, optimizer
@@ -135,11 +137,15 @@ def _train_step(cfg: Config, out: Path, rt: Runtime, dataset_fn: DatasetFn, step
 
 def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
-    out = runs.step_dir(cfg, "pretrain")
+    out = Path(cfg.runtime.workdir) / "pretrain"  # created only once the inputs are checked
     if runs.is_done(out):
+        runs.report_done(cfg, out, "pretrain", ignore=("selftrain.",))
         return out / FINAL
     if not cfg.data.source:
         raise CbstError("data.source: no source TFRecord directory configured")
+    from cbst_tf.data.manifest import check_training_data
+
+    check_training_data(cfg.data.source, cfg.data.num_classes, "data.source")
     rt = setup(cfg)
     per_replica_batch(cfg.train.global_batch_size, rt.strategy)
     runs.start_step(cfg, "pretrain")
@@ -160,9 +166,11 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
     rare = read_json(stats_path).get("rare_classes", [])
     if not isinstance(rare, list) or not all(isinstance(c, int) and 0 <= c < 255 for c in rare):
         raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {rare!r}")
-    from cbst_tf.data.reader import read_manifest
+    from cbst_tf.data.manifest import check_training_data
 
-    n_target = int(read_manifest(pseudo)["num_examples"])
+    n_target = int(check_training_data(pseudo, cfg.data.num_classes, "the pseudo-labels")["num_examples"])
+    if cfg.data.source:
+        check_training_data(cfg.data.source, cfg.data.num_classes, "data.source")
     subset = source_subset(read_source_ids(cfg.data.source), round_, cfg, n_target) if cfg.data.source else []
     steps = math.ceil(cfg.selftrain.epochs_per_round * (n_target + len(subset)) / cfg.train.global_batch_size)
     return {"init": init, "pseudo": pseudo, "rare": rare, "n_target": n_target, "subset": subset,
@@ -171,8 +179,9 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
 
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
-    out = runs.round_dir(cfg, round_, "finetune")
+    out = Path(cfg.runtime.workdir) / f"round_{round_}" / "finetune"  # created once the inputs are checked
     if runs.is_done(out):
+        runs.report_done(cfg, out, f"finetune round {round_}")
         return out / FINAL
     plan = finetune_plan(cfg, round_)
     rt = setup(cfg)

@@ -32,6 +32,11 @@ class Layout:
     label_space: str
     list_items: Callable[[Path, str | None], list[Item]]  # (root, split) -> items, sorted
     read_train_ids: Callable[[Path], np.ndarray]  # label file -> (H, W) uint8 train ids
+    # Optional: the raw ids of a label file, their lookup table to train ids and the largest id
+    # the format defines (255 is always "void"); larger ids are counted by the converter.
+    read_raw_ids: Callable[[Path], np.ndarray] | None = None
+    lut: np.ndarray | None = None
+    max_id: int = 254
 
 
 def item(root: Path, image: Path, label: Path | None) -> Item:

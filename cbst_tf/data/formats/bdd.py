@@ -30,4 +30,4 @@ def read_train_ids(path: Path) -> np.ndarray:
     return map_ids(read_index_png(path), _LUT)
 
 
-LAYOUT = Layout("bdd", "cityscapes19", list_items, read_train_ids)
+LAYOUT = Layout("bdd", "cityscapes19", list_items, read_train_ids, read_index_png, _LUT, NUM_CLASSES - 1)

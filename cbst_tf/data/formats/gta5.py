@@ -24,4 +24,4 @@ def read_train_ids(path: Path):
     return map_ids(read_index_png(path), CITYSCAPES_LUT)
 
 
-LAYOUT = Layout("gta5", "cityscapes19", list_items, read_train_ids)
+LAYOUT = Layout("gta5", "cityscapes19", list_items, read_train_ids, read_index_png, CITYSCAPES_LUT, 33)

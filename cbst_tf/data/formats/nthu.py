@@ -32,4 +32,4 @@ def read_train_ids(path: Path):
     return map_ids(read_index_png(path), NTHU_LUT)
 
 
-LAYOUT = Layout("nthu", "nthu13", list_items, read_train_ids)
+LAYOUT = Layout("nthu", "nthu13", list_items, read_train_ids, read_index_png, NTHU_LUT, 33)

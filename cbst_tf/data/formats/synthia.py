@@ -24,4 +24,4 @@ def read_train_ids(path: Path):
     return map_ids(read_synthia_png(path), SYNTHIA_LUT)
 
 
-LAYOUT = Layout("synthia", "synthia16", list_items, read_train_ids)
+LAYOUT = Layout("synthia", "synthia16", list_items, read_train_ids, read_synthia_png, SYNTHIA_LUT, 22)

@@ -1,0 +1,106 @@
+"""Faults of the machine turned into one-line errors: full disk, read-only or missing
+directories, corrupt TFRecord shards, memory exhaustion.
+
+These surface deep inside Python, Keras or TensorFlow as ``OSError``, ``DataLossError`` or
+``ResourceExhaustedError`` with long tracebacks. :func:`translate` maps them to a
+:class:`~cbst_tf.errors.CbstError` naming the file (exit 1); the CLI shows the traceback
+only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from cbst_tf.errors import CbstError
+
+# The file a TF op failed on: the first absolute path in its message, without TF's temp suffixes.
+_PATH = re.compile(r"(?<![\w/])(/[^\s;:'\"{}]+?)(?:\.tempstate\d+)?(?=[\s;:'\"]|$)")
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a path component is not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EEXIST: "already exists",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error",
+    errno.ESTALE: "stale file handle (network file system)",
+}
+
+
+def _first_line(text: str) -> str:
+    """The first line of a (TF) message, without TF's ``{{function_node ...}}`` and ``[Op:...]`` noise."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    line = re.sub(r"\{\{.*?\}\}\s*", "", line)
+    line = re.sub(r"\s*\[Op:.*$", "", line)
+    return line[:300]
+
+
+def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(shard, reason) for every shard of these dataset directories that cannot be read to the end."""
+    import tensorflow as tf
+
+    from cbst_tf.data.manifest import read_manifest
+
+    bad, seen = [], set()
+    for directory in directories:
+        if not directory or Path(directory).resolve() in seen:
+            continue
+        seen.add(Path(directory).resolve())
+        if not directory or not (Path(directory) / "manifest.json").is_file():
+            continue
+        try:
+            shards = read_manifest(directory)["shards"]
+        except CbstError:
+            continue
+        for shard in shards:
+            path = Path(directory) / shard
+            try:
+                for _ in tf.data.TFRecordDataset(str(path)):
+                    pass
+            except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as exc:
+                bad.append((path, _first_line(exc.message)))
+    return bad
+
+
+def translate(exc: BaseException, datasets: Iterable[str | Path] = ()) -> CbstError | None:
+    """The one-line error for a machine fault, or None if ``exc`` is not one (a real bug)."""
+    if isinstance(exc, CbstError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return CbstError("out of memory (lower data.parallel_calls, data.prefetch, the batch or the image size)")
+    name = type(exc).__name__
+    if name == "DataLossError":
+        bad = corrupt_shards(datasets)
+        if bad:
+            path, reason = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            return CbstError(f"{path}: corrupt or truncated TFRecord shard{more} ({reason}); "
+                             "convert the dataset again")
+        return CbstError(f"corrupt or truncated data: {_first_line(getattr(exc, 'message', exc))}")
+    message = str(getattr(exc, "message", exc))
+    for needle, reason in (("No space left on device", "no space left on device (disk full)"),
+                           ("Read-only file system", "read-only file system"),
+                           ("Permission denied", "permission denied")):
+        if needle in message and type(exc).__module__.startswith(("tensorflow", "h5py", "keras")):
+            path = _PATH.search(message)
+            return CbstError(f"{path.group(1)}: {reason}" if path else f"{reason}: {_first_line(message)}")
+    if name == "ResourceExhaustedError":
+        text = _first_line(getattr(exc, "message", exc))
+        if "space left" in text or "quota" in text.lower():
+            return CbstError(f"no space left on device (disk full): {text}")
+        return CbstError(f"out of memory: {text}")
+    if isinstance(exc, OSError) and exc.errno in _OS_REASONS:
+        where = exc.filename or getattr(exc, "filename2", None)
+        reason = _OS_REASONS[exc.errno]
+        return CbstError(f"{os.fspath(where)}: {reason}" if where else f"{reason}: {exc}")
+    if isinstance(exc, OSError) and "No space left on device" in str(exc):
+        return CbstError(f"no space left on device (disk full): {_first_line(exc)}")
+    return None
