@@ -125,16 +125,15 @@ def test_synthetic_experiments_finetune_like_the_demo():
     """The README says the default rounds destroy the source model; the demo's settings are used."""
     from pathlib import Path
 
-    import yaml
-
     from cbst_tf.config import load_config
 
     root = Path(__file__).resolve().parents[1]
-    demo = yaml.safe_load((root / "cbst_tf" / "presets" / "demo.yaml").read_text())["selftrain"]
+    demo = load_config(None, presets=(root / "cbst_tf" / "presets" / "demo.yaml",)).selftrain
+    keys = ("lr", "schedule", "epochs_per_round", "source_portion_of", "source_portion_start",
+            "source_portion_step", "source_portion_max")
     for path in sorted((root / "experiments").glob("synthetic_*.yaml")):
         st = load_config(path).selftrain
-        assert (st.lr, st.schedule, st.epochs_per_round) == (demo["lr"], demo["schedule"],
-                                                             demo["epochs_per_round"]), path
+        assert {k: getattr(st, k) for k in keys} == {k: getattr(demo, k) for k in keys}, path
 
 
 def test_tensorflow_start_up_noise_is_muted_unless_debug(tmp_path):
