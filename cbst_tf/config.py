@@ -109,7 +109,8 @@ class SelfTrainConfig:
     source_portion_max: float = field(default=0.06, metadata=_rng(0.0, 1.0))
     # What the source portion is a fraction of: the source images (official code) or the
     # target images, i.e. a source:target ratio that holds whatever the dataset sizes
-    # (GTA5 -> Cityscapes officially mixes 3% of 24,966 = 749 source with 2,975 target: 0.25).
+    # (GTA5 -> Cityscapes officially mixes 3% of 24,966 = 749 source with 2,975 target: 0.25);
+    # the [0, 1] range then caps the mix at one source image per target image.
     source_portion_of: Literal["source", "target"] = "source"
     # Hard-sample mining (section 5): probability of centring a target crop on a rare class.
     mine_port: float = field(default=0.5, metadata=_rng(0.0, 1.0))

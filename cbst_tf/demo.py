@@ -84,7 +84,8 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
 
         result = evaluate_model(load_model(cfg, path), eval_dataset(cfg.data.target_eval, cfg.data),
                                 cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
-                                total=total, on_prediction=keep, description=f"evaluate {name}")
+                                total=total, on_prediction=keep, description=f"evaluate {name}",
+                                upsample=cfg.eval.upsample, long_side=cfg.eval.long_side)
         result["weights"] = str(path)
         atomic_write_json(cache, result)
         results[name], panels[name] = result, kept
@@ -92,12 +93,12 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
 
 
 def _method_rounds(out: Path) -> dict[str, list[dict]]:
-    """Per-round label stats of each finished self-training method, by row name."""
+    """Per-round label stats of each finished self-training method, by method id."""
     rounds = {}
     for method in METHODS:
         summary = Path(out / "runs" / method / "selftrain.json")
         if summary.is_file():
-            rounds[ROW_NAMES[method]] = read_json(summary)["rounds"]
+            rounds[method] = read_json(summary)["rounds"]
     return rounds
 
 
@@ -111,7 +112,7 @@ def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
     from cbst_tf.report import plot_quality, plot_selection, qualitative_panels, save_rgb_png
 
     made = []
-    rounds = _method_rounds(out)
+    rounds = {ROW_NAMES[k]: v for k, v in _method_rounds(out).items()}
     selection = {k: v for k, v in rounds.items() if k in (ROW_NAMES["st"], ROW_NAMES["cbst"])}
     if selection and all(selection.values()):
         plot_selection(selection, out / "selection_per_class.png",
@@ -191,7 +192,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         report["pseudo_label_quality"] = {m: [r["pseudo_label_quality"] for r in v] for m, v in rounds.items()}
         quality_section = ["Pseudo-label precision / recall (%) against the target-train labels "
                            "(diagnostics: the methods never see these labels):", "",
-                           quality_table(rounds), ""]
+                           quality_table({ROW_NAMES[k]: v for k, v in rounds.items()}), ""]
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", "\n".join([
         f"# cbst-tf demo (seed {seed}{', fast' if fast else ''})", "",

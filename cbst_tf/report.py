@@ -84,7 +84,8 @@ def plot_quality(rounds_by_method: dict[str, list[dict]], path: Path, title: str
                 if r >= len(rounds_by_method[method]):
                     continue
                 values = rounds_by_method[method][r]["pseudo_label_quality"][key]
-                heights = [0.0 if v is None else 100.0 * v for v in values]
+                # Undefined (nothing selected / no true pixels) draws no bar, not a 0% one.
+                heights = [np.nan if v is None else 100.0 * v for v in values]
                 ax.bar(x + (m - (len(methods) - 1) / 2) * width, heights, width, label=method)
             ax.set_ylim(0, 100)
             ax.set_ylabel(f"round {r + 1}\n% {key}")

@@ -45,7 +45,9 @@ def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
     weights["oracle"] = run_pretrain(oracle)
 
     scores = {name: evaluate_model(load_model(cfg, w), eval_dataset(cfg.data.target_eval, cfg.data),
-                                   "cityscapes19")["miou"] for name, w in weights.items()}
+                                   cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip,
+                                   input_scale=cfg.data.input_scale, upsample=cfg.eval.upsample,
+                                   long_side=cfg.eval.long_side)["miou"] for name, w in weights.items()}
     print({k: round(v, 1) for k, v in scores.items()})
     assert scores["oracle"] - scores["source_only"] >= MIN_GAP, scores
     # Chance: a constant "road" prediction scores about road's share / 19 (< 2 mIoU here).

@@ -36,9 +36,9 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
 
     # Pseudo-label precision/recall against the target-train labels, per method and round.
     quality = report["pseudo_label_quality"]
-    assert set(quality) == {"ST", "CBST", "CBST-SP"} and all(len(r) == 3 for r in quality.values())
+    assert set(quality) == {"st", "cbst", "cbst_sp"} and all(len(r) == 3 for r in quality.values())
     q = stats["pseudo_label_quality"]
-    assert quality["CBST"][0] == q
+    assert quality["cbst"][0] == q
     assert sum(q["correct"]) <= sum(q["selected"]) == sum(stats["selected_pixels"])
     assert "Pseudo-label precision / recall" in md
 

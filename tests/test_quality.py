@@ -43,7 +43,9 @@ def test_summary_numbers():
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match="differ in shape"):
         quality_counts(np.zeros((2, 2)), np.zeros((2, 3)), 3)
+    with pytest.raises(ValueError, match="differ in shape"):  # same size, other shape
+        quality_counts(np.zeros((3, 2)), np.zeros((2, 3)), 3)
     with pytest.raises(ValueError, match=r"\(3, C\)"):
         quality_summary(np.zeros((2, 5)))

@@ -81,7 +81,13 @@ class ClassProfile:
         return out
 
     def result(self, top: float = 0.2) -> dict:
-        """Per-class lists (``None`` where undefined) in percent, probabilities in 0..1."""
+        """Per-class lists (``None`` where undefined) in percent, probabilities in 0..1.
+
+        ``precision_top`` ranks by 1/100-wide confidence bins (the crossing bin taken in
+        proportion) and over labelled pixels only, so it approximates what Algorithm 2 ranks.
+        """
+        if not 0.0 < top <= 1.0:
+            raise ValueError(f"ClassProfile.result: top must be in (0, 1], got {top}")
         total = max(1, int(self.true.sum()))
 
         def ratio(a, b, scale=1.0):

@@ -180,11 +180,23 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
     return info
 
 
-def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+def _target_labels(encoded: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The target's own train-id label map, or None when absent, unreadable or of another size
+    (it only feeds diagnostics, so it never stops the step)."""
+    if not encoded:
+        return None
     import cv2
 
+    truth = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+    if truth is None or truth.ndim != 2 or truth.shape != tuple(shape[:2]) or truth.dtype != np.uint8:
+        return None
+    return truth
+
+
+def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
     from cbst_tf.data.reader import decode_image
     from cbst_tf.data.tfrecord import encode_label_png
+    from cbst_tf.evaluate.protocols import get_protocol
     from cbst_tf.selftrain.device_ops import DeviceLabeller
 
     i, n = shard
@@ -203,6 +215,8 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     # Diagnostics only (never used for selection): pseudo-labels vs target labels, if any.
     quality = np.zeros((3, c), np.int64)
     labelled = [0]
+    warned: list[str] = []
+    protocol = get_protocol(cfg.eval.protocol)
     previews: list = []
     num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
 
@@ -223,16 +237,20 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                 logits = infer(image)
             labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
             selected[:] += counts[:c]
-            if ex["label"]:
-                truth = cv2.imdecode(np.frombuffer(ex["label"], np.uint8), cv2.IMREAD_UNCHANGED)
-                quality[:] += quality_counts(labels, truth, c)
+            truth = _target_labels(ex["label"], labels.shape)
+            if truth is not None:  # diagnostics under the evaluation protocol's class merges
+                quality[:] += quality_counts(protocol.remap_prediction(labels), protocol.remap_label(truth), c)
                 labelled[0] += 1
+            elif ex["label"] and not warned:
+                warned.append(source_id)
+                progress.log(f"round {round_} label: {source_id}: target label unreadable or of another size; "
+                             "pseudo-label precision/recall left out of stats.json")
             if preview:
                 previews.append((image.numpy(), labels))
             yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
     write_part(label_dir, shard, records(), selected, previews,
-               quality=lambda: quality if labelled[0] == count else None)
+               quality=lambda: quality if labelled[0] == count and not warned else None)
     finalize_if_complete(cfg, label_dir, n)
 
 

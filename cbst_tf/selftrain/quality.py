@@ -12,7 +12,8 @@ Counts, not ratios, are accumulated so slices and images merge by addition:
 * ``correct``: of those, the ones whose true label is c;
 * ``true``: pixels whose true label is c (the recall denominator).
 
-Pure numpy, no I/O.
+The label step counts in the evaluation protocol's classes (``eval.protocol``: e.g. SYNTHIA's
+16 classes leave terrain, truck and train out). Pure numpy, no I/O.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def quality_counts(pseudo: np.ndarray, truth: np.ndarray, num_classes: int) -> n
     ``pseudo`` and ``truth`` are integer maps of the same shape; 255 (or any value >= C)
     means not selected / not labelled and is left out of every count.
     """
+    if np.shape(pseudo) != np.shape(truth):
+        raise ValueError(f"quality_counts: pseudo-labels {np.shape(pseudo)} and labels {np.shape(truth)} differ in shape")
     pseudo = np.asarray(pseudo).ravel().astype(np.int64)
     truth = np.asarray(truth).ravel().astype(np.int64)
-    if pseudo.shape != truth.shape:
-        raise ValueError(f"quality_counts: pseudo-labels {pseudo.shape} and labels {truth.shape} differ in size")
     known = truth < num_classes
     chosen = known & (pseudo < num_classes)
     selected = np.bincount(pseudo[chosen], minlength=num_classes)[:num_classes]

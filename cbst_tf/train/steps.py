@@ -44,6 +44,9 @@ def source_subset(source_ids: list[str], round_: int, cfg: Config, n_target: int
     """
     st = cfg.selftrain
     portion = min(st.source_portion_start + (round_ - 1) * st.source_portion_step, st.source_portion_max)
+    if st.source_portion_of == "target" and n_target <= 0:
+        raise CbstError("selftrain.source_portion_of=target needs the number of target images, got "
+                        f"{n_target}")
     base = len(source_ids) if st.source_portion_of == "source" else n_target
     order = np.random.default_rng(cfg.runtime.seed).permutation(len(source_ids))
     ordered = sorted(source_ids)
