@@ -12,6 +12,9 @@ import functools
 import re
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUTS.md"
 _ROW = re.compile(r"^\|\s*`([a-z0-9_-]+)`\s*\|(.*)\|\s*(\d+)\s*\|\s*`(.*)`\s*\|\s*$")
 
@@ -41,3 +44,25 @@ def check(case: str, exit_code: int, output: str, tmp: Path | None = None) -> st
     hits = [line for line in lines if regex.match(line)]
     assert hits, f"{case}: no line matches the documented {pattern!r}; output:\n{text}"
     return hits[0]
+
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def reset_debug():
+    """``--debug`` is process state of the CLI; one test's flag must not leak into the next.
+
+    Autouse in every module that imports it."""
+    from cbst_tf import cli
+
+    cli._STATE["debug"] = False
+    yield
+
+
+def run(*args) -> tuple[int, str]:
+    """``cbst-tf --no-progress ARGS`` in process: (exit code, output)."""
+    from cbst_tf import cli
+
+    result = runner.invoke(cli.app, ["--no-progress", *[str(a) for a in args]])
+    return result.exit_code, result.output

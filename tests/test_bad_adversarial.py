@@ -12,25 +12,10 @@ import subprocess
 import sys
 
 import layouts
-import pytest
-from badcase import check
+from badcase import check, reset_debug, run  # noqa: F401 - reset_debug: autouse fixture
 from test_bad_runs import _copy, trained  # noqa: F401 - the shared trained-run fixture
-from typer.testing import CliRunner
 
-from cbst_tf import cli, io
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _reset_debug():
-    cli._STATE["debug"] = False
-    yield
-
-
-def run(*args):
-    result = runner.invoke(cli.app, ["--no-progress", *[str(a) for a in args]])
-    return result.exit_code, result.output
+from cbst_tf import io
 
 
 def test_a_second_process_on_the_same_step_is_refused(tmp_path, trained):  # noqa: F811

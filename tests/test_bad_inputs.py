@@ -9,24 +9,8 @@ import json
 import layouts
 import numpy as np
 import pytest
-from badcase import check
+from badcase import check, reset_debug, run  # noqa: F401 - reset_debug: autouse fixture
 from PIL import Image
-from typer.testing import CliRunner
-
-from cbst_tf import cli
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _reset_debug():
-    cli._STATE["debug"] = False
-    yield
-
-
-def run(*args):
-    result = runner.invoke(cli.app, ["--no-progress", *[str(a) for a in args]])
-    return result.exit_code, result.output
 
 
 def test_nan_and_inf_are_rejected_wherever_a_number_is_expected(tmp_path):

@@ -6,20 +6,10 @@ import os
 import stat
 
 import layouts
-import pytest
-from badcase import check
-from typer.testing import CliRunner
+from badcase import check, reset_debug, runner  # noqa: F401 - reset_debug: autouse fixture
 
 from cbst_tf import cli
 from cbst_tf.data.reader import read_manifest
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _reset_debug():
-    cli._STATE["debug"] = False
-    yield
 
 
 def _convert(root, out, *extra):

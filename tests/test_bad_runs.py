@@ -13,20 +13,11 @@ import cv2
 import layouts
 import numpy as np
 import pytest
-from badcase import check
-from typer.testing import CliRunner
+from badcase import check, reset_debug, run  # noqa: F401 - reset_debug: autouse fixture
 
-from cbst_tf import cli
 from cbst_tf.data.writer import DatasetWriter
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _reset_debug():
-    cli._STATE["debug"] = False
-    yield
 
 
 def write_dataset(directory: Path, n: int = 8, seed: int = 0, labelled: bool = True, classes: int = 4) -> Path:
@@ -50,11 +41,6 @@ eval: {{protocol: cityscapes19}}
 runtime: {{strategy: default, workdir: {tmp / 'run'}}}
 """)
     return exp
-
-
-def run(*args):
-    result = runner.invoke(cli.app, ["--no-progress", *[str(a) for a in args]])
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="module")
