@@ -22,7 +22,7 @@ import tracemalloc
 
 import numpy as np
 
-from cbst_tf.selftrain import ConfidenceHistogram, assign_pseudo_labels
+from cbst_tf.algos import ConfidenceHistogram, assign_pseudo_labels, thresholds_from_histogram
 
 CITYSCAPES_IMAGES = 2975
 
@@ -44,7 +44,7 @@ def run_histogram(pool, images, portion):
     start = time.perf_counter()
     for i in range(images):
         hist.update(pool[i % len(pool)])
-    thresholds = hist.thresholds(portion, "cbst")
+    thresholds = thresholds_from_histogram(hist, portion, "cbst")
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

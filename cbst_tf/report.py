@@ -61,7 +61,7 @@ def plot_quality(rounds_by_method: dict[str, list[dict]], path: Path, title: str
     """Precision (left) and recall (right) of the pseudo-labels per class, one row per round.
 
     ``rounds_by_method`` maps a method name to its per-round label stats, each with the
-    ``pseudo_label_quality`` of :func:`cbst_tf.selftrain.quality.quality_summary`. This is what
+    ``pseudo_label_quality`` of :func:`cbst_tf.algos.quality.quality_summary`. This is what
     tells whether a method's premise holds: CBST helps a class when its selected pixels are
     mostly right (precision) and it reaches more of them (recall) than ST does.
     """

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cbst_tf.algos import (
+    ConfidenceHistogram,
+    assign_pseudo_labels,
+    compute_thresholds,
+    thresholds_from_histogram,
+)
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain import ConfidenceHistogram, assign_pseudo_labels, compute_thresholds
 from cbst_tf.selftrain.device_ops import DeviceHistogram, DeviceLabeller, keep_every_kth
 from cbst_tf.selftrain.logit_cache import probs_from_logits
 
@@ -52,7 +57,8 @@ def test_device_histogram_equals_numpy(levels, with_priors, subsample):
     np.testing.assert_array_equal(got.predicted_pixels, ref.predicted_pixels)
     assert got.num_images == ref.num_images == len(data) and got.scale == ref.scale
     for mode in ("st", "cbst"):
-        np.testing.assert_array_equal(got.thresholds(0.3, mode), ref.thresholds(0.3, mode))
+        np.testing.assert_array_equal(thresholds_from_histogram(got, 0.3, mode),
+                                      thresholds_from_histogram(ref, 0.3, mode))
 
 
 def test_device_histogram_folds_int32_counters_before_overflow(monkeypatch):
@@ -97,7 +103,7 @@ def test_zero_threshold_takes_every_pixel_in_both():
 
 
 def test_keep_every_kth_matches_numpy_rule():
-    from cbst_tf.selftrain.histogram import every_kth_per_class
+    from cbst_tf.algos.histogram import every_kth_per_class
 
     classes = np.random.default_rng(5).integers(0, 4, 1000).astype(np.int32)
     for k in (1, 2, 4, 7):

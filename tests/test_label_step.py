@@ -221,9 +221,9 @@ def test_priors_and_errors(tmp_path, target):
 def test_multiscale_flip_label_step_equals_numpy_reference(tmp_path, target):
     """Test-time passes (scales 0.75/1.0, flip): the device path equals the numpy reference
     (compute_thresholds + assign_pseudo_labels) on the mean probabilities of all passes."""
+    from cbst_tf.algos import assign_pseudo_labels, compute_thresholds
     from cbst_tf.data.reader import eval_dataset
     from cbst_tf.models import build_model
-    from cbst_tf.selftrain import assign_pseudo_labels, compute_thresholds
     from cbst_tf.selftrain.label_step import run_label
     from cbst_tf.selftrain.logit_cache import StrideLogits, probs_from_logits
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from cbst_tf.algos import portion_for_round, rare_classes, source_count
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain import portion_for_round, rare_classes, source_portion_for_round
 
 
 def test_target_portion_schedule_of_the_paper():
@@ -13,15 +13,25 @@ def test_target_portion_schedule_of_the_paper():
     assert portion_for_round(3, start=0.1, step=0.2, maximum=0.4) == 0.4
 
 
-def test_source_portion_schedule_of_the_official_code():
-    # solve_AO.py: src_port = 0.03 then += 0.0025 while below 0.06
-    official, port = [], 0.03
-    for _ in range(15):
-        official.append(round(port, 12))
-        if port < 0.06:
-            port += 0.0025
-    assert [source_portion_for_round(r) for r in range(1, 16)] == official
-    assert source_portion_for_round(100) == 0.06
+def test_source_count_schedule_of_the_official_code():
+    # solve_AO.py: src_port = 0.03 then += 0.0025 while below 0.06, of 1,000 source images
+    assert [source_count(r, 1000, 1000) for r in range(1, 16)] == [
+        30, 32, 35, 37, 40, 42, 45, 47, 50, 52, 55, 57, 60, 60, 60]
+    assert source_count(100, 10_000, 10_000) == 600
+
+
+def test_source_count_rounding_is_floor_with_a_tolerance_for_binary_error():
+    # 0.03 + 2 * 0.0025 = 0.034999999999999996: 1,000 x that floors to 34 without the
+    # 1e-9 tolerance, 35 with it (what finetuning has always used).
+    assert 1000 * (0.03 + 2 * 0.0025) < 35
+    assert source_count(3, 1000, 1000) == 35
+    assert source_count(2, 10, 10, start=0.7, step=0.1, maximum=1.0) == 8  # 10 x 0.7999999999999999
+    assert source_count(2, 1000, 1000) == 32  # 32.5: floor, not round
+    # a ratio of another set's size (source_portion_of: target), capped at the source images
+    assert [source_count(r, 600, 1000, 0.25, 0.021, 0.5) for r in (1, 2, 3, 20)] == [150, 162, 175, 300]
+    assert source_count(1, 600, 100, 0.25, 0.021, 0.5) == 100
+    with pytest.raises(CbstError, match="rounds start at 1"):
+        source_count(0, 1000, 1000)
 
 
 def test_round_must_start_at_one():

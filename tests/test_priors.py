@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cbst_tf.errors import CbstError
-from cbst_tf.selftrain import (
+from cbst_tf.algos import (
     PriorAccumulator,
     class_frequency_accumulate,
     kernel_at_prior,
@@ -17,6 +16,7 @@ from cbst_tf.selftrain import (
     resize_priors,
     smooth_and_normalise,
 )
+from cbst_tf.errors import CbstError
 
 
 def test_counting_matches_brute_force():

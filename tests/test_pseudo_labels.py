@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from cbst_tf.algos import assign_pseudo_labels, compute_thresholds
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain import assign_pseudo_labels, compute_thresholds
 
 C = 4
 
@@ -117,7 +117,7 @@ def test_ties_at_threshold_are_all_selected():
 
 @pytest.mark.parametrize("chunk", [7, 1 << 16])
 def test_random_maps_match_brute_force_with_priors(chunk, monkeypatch):
-    monkeypatch.setattr("cbst_tf.selftrain.pseudo_labels._CHUNK", chunk)  # blocks straddle rows
+    monkeypatch.setattr("cbst_tf.algos.pseudo_labels._CHUNK", chunk)  # blocks straddle rows
     rng = np.random.default_rng(3)
     maps = [rng.dirichlet(np.full(C, 0.5), size=(9, 11)).astype(np.float32) for _ in range(3)]
     priors = rng.random((9, 11, C)).astype(np.float32) ** 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbst_tf.selftrain.quality import quality_counts, quality_summary
+from cbst_tf.algos.quality import quality_counts, quality_summary
 
 
 def loop_counts(pseudo, truth, c):

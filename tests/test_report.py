@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cbst_tf.algos.quality import quality_summary
 from cbst_tf.report import plot_quality, quality_table
-from cbst_tf.selftrain.quality import quality_summary
 
 
 def _round(selected, correct, true):

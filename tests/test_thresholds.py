@@ -8,8 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from cbst_tf.algos import ConfidenceHistogram, compute_thresholds, quantise, thresholds_from_histogram
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain import ConfidenceHistogram, compute_thresholds, quantise
+from cbst_tf.selftrain.histogram_file import load_histogram, save_histogram
 
 C = 5
 
@@ -134,13 +135,14 @@ def test_shards_merge_equals_unsharded(tmp_path):
         whole.update(m)
         shards[i % 4].update(m)
     for i, h in enumerate(shards):  # through files, as label_step does
-        h.to_npz(tmp_path / f"shard-{i}.npz")
-    loaded = [ConfidenceHistogram.from_npz(tmp_path / f"shard-{i}.npz") for i in range(4)]
+        save_histogram(h, tmp_path / f"shard-{i}.npz")
+    loaded = [load_histogram(tmp_path / f"shard-{i}.npz") for i in range(4)]
     merged = sum(loaded)
     assert merged.num_images == 8
     np.testing.assert_array_equal(merged.counts, whole.counts)
     for mode in ("st", "cbst"):
-        np.testing.assert_array_equal(merged.thresholds(0.3, mode), whole.thresholds(0.3, mode))
+        np.testing.assert_array_equal(thresholds_from_histogram(merged, 0.3, mode),
+                                      thresholds_from_histogram(whole, 0.3, mode))
     in_place = loaded[0].merge(loaded[1]).merge(loaded[2]).merge(loaded[3])
     np.testing.assert_array_equal(in_place.predicted_pixels, whole.predicted_pixels)
 
@@ -161,14 +163,14 @@ def test_corrupt_and_missing_npz(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file at all")
     with pytest.raises(CbstError, match=r"bad\.npz: corrupt confidence histogram") as exc:
-        ConfidenceHistogram.from_npz(bad)
+        load_histogram(bad)
     assert "\n" not in str(exc.value)
     with pytest.raises(CbstError, match="not found"):
-        ConfidenceHistogram.from_npz(tmp_path / "nope.npz")
+        load_histogram(tmp_path / "nope.npz")
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, counts=np.zeros((2, 3)))
     with pytest.raises(CbstError, match="corrupt"):
-        ConfidenceHistogram.from_npz(wrong)
+        load_histogram(wrong)
 
 
 def test_bad_inputs_one_line_errors():
@@ -203,7 +205,7 @@ def test_quantise_is_float16_round_to_nearest():
 _RSS_SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from cbst_tf.selftrain import compute_thresholds
+    from cbst_tf.algos import compute_thresholds
     n = int(sys.argv[1])
     rng = np.random.default_rng(0)
     def maps():

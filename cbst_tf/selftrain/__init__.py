@@ -1,42 +1,7 @@
-"""Self-training (sections 4.1-4.4): pure numpy algorithms, plus the I/O steps.
+"""The self-training steps (section 4.1): what runs the pure algorithms of :mod:`cbst_tf.algos`.
 
-The pure API re-exported here has no I/O, no Keras and no TensorFlow: thresholds
-(Algorithms 1/2, exact and streaming), pseudo-label solvers (Eqs. 5, 8, 9), the
-self-paced policy and the spatial-prior math. The steps (``priors_step.run_priors``,
-``label_step.run_label``, ``driver.run_selftrain``) are imported by module path.
+``priors_step.run_priors`` (spatial priors from the source labels), ``label_step.run_label``
+(step a: pseudo-labels, with the TensorFlow kernels of ``device_ops``, the logit cache of
+``logit_cache`` and the TFRecord writer of ``pseudo_dataset``) and ``driver.run_selftrain``
+(every step of an experiment, resumable). Import them by module path.
 """
-
-from cbst_tf.selftrain.histogram import BINS, ConfidenceHistogram, prior_scale, quantise
-from cbst_tf.selftrain.policy import portion_for_round, rare_classes, source_portion_for_round
-from cbst_tf.selftrain.priors import (
-    PriorAccumulator,
-    class_frequency_accumulate,
-    gaussian_sigma,
-    kernel_at_prior,
-    resize_labels_nearest,
-    resize_priors,
-    smooth_and_normalise,
-)
-from cbst_tf.selftrain.pseudo_labels import assign_pseudo_labels
-from cbst_tf.selftrain.thresholds import compute_thresholds, selected_count, thresholds_from_histogram
-
-__all__ = [
-    "BINS",
-    "ConfidenceHistogram",
-    "PriorAccumulator",
-    "assign_pseudo_labels",
-    "class_frequency_accumulate",
-    "compute_thresholds",
-    "gaussian_sigma",
-    "kernel_at_prior",
-    "portion_for_round",
-    "prior_scale",
-    "quantise",
-    "rare_classes",
-    "resize_labels_nearest",
-    "resize_priors",
-    "selected_count",
-    "smooth_and_normalise",
-    "source_portion_for_round",
-    "thresholds_from_histogram",
-]

@@ -1,7 +1,7 @@
 """TensorFlow twins of the label step's per-pixel work, so it runs where the network runs.
 
-The numpy reference (:mod:`~cbst_tf.selftrain.histogram`,
-:mod:`~cbst_tf.selftrain.pseudo_labels`) defines the results; this module computes the
+The numpy reference (:mod:`~cbst_tf.algos.histogram`,
+:mod:`~cbst_tf.algos.pseudo_labels`) defines the results; this module computes the
 SAME results with TensorFlow ops inside traced functions, on the accelerator, next to
 the forward pass: no full-resolution probability map ever crosses to the host, and the
 host's share of the label step shrinks to file I/O. Contract (tests compare both
@@ -16,7 +16,7 @@ priors):
 
 Histogram counters live in an int32 device variable updated by scatter-add (one update
 per pixel instead of a dense C x 65,536 array per image); the host folds it into the
-int64 :class:`~cbst_tf.selftrain.ConfidenceHistogram` before 2**31 pixels could have been
+int64 :class:`~cbst_tf.algos.ConfidenceHistogram` before 2**31 pixels could have been
 added, so memory stays bounded and counts exact at any dataset size.
 
 Both kernels are XLA-compiled (``jit_compile=True``; one compilation per image size, a
@@ -36,9 +36,9 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from cbst_tf.algos.histogram import BINS, ConfidenceHistogram, prior_scale
+from cbst_tf.algos.pseudo_labels import check_thresholds
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain.histogram import BINS, ConfidenceHistogram, prior_scale
-from cbst_tf.selftrain.pseudo_labels import check_thresholds
 
 # Error codes returned by the traced functions (raising inside a graph would lose the file name).
 OK, NEGATIVE, NOT_FINITE = 0, 1, 2
@@ -190,13 +190,12 @@ class DeviceHistogram:
         else:
             status, predicted = self._update_plain(probs)
         check_status(status, name)
-        self.host._predicted += predicted.numpy().astype(np.int64)
-        self.host.num_images += 1
+        self.host.add_counts(predicted=predicted.numpy().astype(np.int64), images=1)
         self._pending += pixels
 
     def _fold(self) -> None:
         if self._pending:
-            self.host.counts += self._counts.numpy().astype(np.int64).reshape(self.num_classes, BINS)
+            self.host.add_counts(counts=self._counts.numpy().astype(np.int64).reshape(self.num_classes, BINS))
             self._counts.assign(tf.zeros_like(self._counts))
             self._pending = 0
 
@@ -229,7 +228,7 @@ def _labels(values: tf.Tensor, thresholds: tf.Tensor, st: bool) -> tuple[tf.Tens
 class DeviceLabeller:
     """Eq. 5 / Eq. 8 / Eq. 9 pseudo-labels and their pixel counts, in one traced call.
 
-    Equal to :func:`cbst_tf.selftrain.assign_pseudo_labels` on the same probabilities.
+    Equal to :func:`cbst_tf.algos.assign_pseudo_labels` on the same probabilities.
     (The PNG is encoded on the host with OpenCV: ``tf.io.encode_png`` took 3.0 ms for a
     128x256 label map against 0.2 ms.)
     """

@@ -2,7 +2,7 @@
 
 Phase ``stats`` runs the round's model over one slice of the unlabelled target (in
 deterministic order), caches its stride-level logits and accumulates the exact streaming
-confidence histograms (:class:`~cbst_tf.selftrain.ConfidenceHistogram`). Phase ``write``
+confidence histograms (:class:`~cbst_tf.algos.ConfidenceHistogram`). Phase ``write``
 merges every slice's histograms, turns them into thresholds exp(-k_c) for the round's
 portion p_R (Algorithm 1 for ST, Algorithm 2 for CBST; priors per Eq. 9) and writes the
 slice's pseudo-labels (Eq. 5 / Eq. 8 / Eq. 9) as TFRecords that ``finetune`` reads like
@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from cbst_tf import progress, runs
+from cbst_tf.algos.quality import quality_counts
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.runs import is_done, priors_file, require, round_dir, start_step, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
+from cbst_tf.selftrain.histogram_file import load_histogram, save_histogram
 from cbst_tf.selftrain.logit_cache import (
     BackgroundWriter,
     StrideLogits,
@@ -40,8 +42,8 @@ from cbst_tf.selftrain.logit_cache import (
     prefetch_logits,
     probs_from_logits,
 )
+from cbst_tf.selftrain.priors_step import load_priors
 from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, write_part
-from cbst_tf.selftrain.quality import quality_counts
 
 METHOD_MODE = {"st": "st", "st_sp": "st", "cbst": "cbst", "cbst_sp": "cbst"}
 
@@ -52,17 +54,6 @@ def method_mode(cfg: Config) -> tuple[str, bool]:
     if method not in METHOD_MODE:
         raise CbstError(f"selftrain.method={method!r} makes no pseudo-labels (choose st, st_sp, cbst or cbst_sp)")
     return METHOD_MODE[method], method.endswith("_sp")
-
-
-def _load_priors(cfg: Config) -> np.ndarray:
-    path = require(priors_file(cfg), "spatial priors", "run `cbst-tf priors` first")
-    try:
-        priors = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise CbstError(f"{path}: cannot read priors ({exc})") from None
-    if priors.ndim != 3 or priors.shape[-1] != cfg.data.num_classes:
-        raise CbstError(f"{path}: priors shape {priors.shape} does not match {cfg.data.num_classes} classes")
-    return priors
 
 
 class _PriorsAtSize:
@@ -141,12 +132,12 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                 writer.save(cache_path(cache_dir, k), source_id, logits)
             size = tuple(ex["image"].shape[:2])
             hist.update(probs_from_logits(logits, size), priors=priors(size), name=source_id)
-    hist.result().to_npz(out)
+    save_histogram(hist.result(), out)
 
 
 def merged_histogram(label_dir: Path, n: int, num_classes: int):
     """Sum of every slice's histograms; a one-line error lists the slices still missing."""
-    from cbst_tf.selftrain import ConfidenceHistogram
+    from cbst_tf.algos import ConfidenceHistogram
 
     paths = [_hist_path(label_dir, i, n) for i in range(n)]
     missing = [str(i) for i, p in enumerate(paths) if not p.is_file()]
@@ -155,19 +146,19 @@ def merged_histogram(label_dir: Path, n: int, num_classes: int):
                         f"{', '.join(missing)} of {n}; run `cbst-tf label --phase stats --shard i/{n}` for them")
     total = ConfidenceHistogram(num_classes)
     for p in paths:
-        total = total.merge(ConfidenceHistogram.from_npz(p))
+        total = total.merge(load_histogram(p))
     return total
 
 
 def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
     """Thresholds exp(-k_c) of round R from the merged histograms (same result in every slice)."""
-    from cbst_tf.selftrain import portion_for_round, rare_classes
+    from cbst_tf.algos import portion_for_round, rare_classes, thresholds_from_histogram
 
     mode, _ = method_mode(cfg)
     st = cfg.selftrain
     portion = portion_for_round(round_, st.portion_start, st.portion_step, st.portion_max)
     hist = merged_histogram(label_dir, n, cfg.data.num_classes)
-    thresholds = hist.thresholds(portion, mode, rank=st.rank)
+    thresholds = thresholds_from_histogram(hist, portion, mode, rank=st.rank)
     predicted = hist.predicted_pixels
     info = {
         "round": round_, "portion": portion, "mode": mode, "method": st.method, "rank": st.rank,
@@ -262,7 +253,7 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
         runs.report_done(cfg, label_dir, f"round {round_} label")
         return label_dir
     start_step(cfg, f"round_{round_}", "label")
-    priors = _PriorsAtSize(_load_priors(cfg) if use_priors else None)
+    priors = _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes) if use_priors else None)
     if phase in ("all", "stats"):
         _phase_stats(cfg, label_dir, round_, shard, priors)
     if phase == "all" and shard[1] > 1:

@@ -17,18 +17,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cbst_tf.algos.priors import (
+    PriorAccumulator,
+    gaussian_sigma,
+    kernel_at_prior,
+    smooth_and_normalise,
+)
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from cbst_tf.labels import CLASS_NAMES
 from cbst_tf.progress import log, track
 from cbst_tf.runs import is_done, mark_done, report_done, start_step, step_dir
-from cbst_tf.selftrain.priors import (
-    PriorAccumulator,
-    gaussian_sigma,
-    kernel_at_prior,
-    smooth_and_normalise,
-)
 
 _SUM_TOLERANCE = 1e-3
 
@@ -174,8 +174,13 @@ def run_priors(cfg: Config) -> Path:
     return target
 
 
-def load_priors(path: str | Path) -> np.ndarray:
-    """Priors from a ``priors.npy`` file, a ``priors/`` step directory or a run directory."""
+def load_priors(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """Priors from a ``priors.npy`` file, a ``priors/`` step directory or a run directory.
+
+    One-line errors unless they are an (H, W, C) float array (C = ``num_classes`` when
+    given), finite, non-negative and summing to 1 per class (within 1e-3), as Eq. 9 and
+    ``run_priors`` define them.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "priors.npy" if (path / "priors.npy").is_file() else path / "priors" / "priors.npy"
@@ -187,6 +192,8 @@ def load_priors(path: str | Path) -> np.ndarray:
         raise CbstError(f"{path}: corrupt priors file ({type(exc).__name__})") from None
     if priors.ndim != 3 or not np.issubdtype(priors.dtype, np.floating):
         raise CbstError(f"{path}: expected an (H, W, C) float array, got {priors.dtype} {priors.shape}")
+    if num_classes is not None and priors.shape[-1] != num_classes:
+        raise CbstError(f"{path}: priors shape {priors.shape} does not match {num_classes} classes")
     sums = priors.sum(axis=(0, 1), dtype=np.float64)
     if not np.isfinite(priors).all() or (priors < 0).any() or np.abs(sums - 1).max() > _SUM_TOLERANCE:
         raise CbstError(f"{path}: priors must be finite, non-negative and sum to 1 per class")

@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from cbst_tf.algos.quality import quality_summary
 from cbst_tf.config import Config
 from cbst_tf.data.manifest import ManifestStats
 from cbst_tf.io import atomic_path, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES, colorize
 from cbst_tf.runs import mark_done
-from cbst_tf.selftrain.quality import quality_summary
 
 
 def _part_path(label_dir: Path, i: int, n: int) -> Path:
@@ -41,7 +41,7 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
     (256,) pixel counts of the label values)`` and is consumed lazily (one image in memory
     at a time); ``selected`` and ``previews`` are read only after it is exhausted, so its
     producer may fill them. ``quality``, called after that too, returns the slice's
-    :func:`~cbst_tf.selftrain.quality.quality_counts` when every image had target labels.
+    :func:`~cbst_tf.algos.quality.quality_counts` when every image had target labels.
     """
     from cbst_tf.data.tfrecord import make_example
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from cbst_tf import runs
+from cbst_tf.algos.policy import source_count
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
@@ -38,19 +39,20 @@ def segment_seed(seed: int, segment: int) -> int:
 def source_subset(source_ids: list[str], round_: int, cfg: Config, n_target: int = 0) -> list[str]:
     """Round R's source images: the first ``n_R`` of ONE seeded permutation (nested across rounds).
 
-    ``n_R = floor(N * min(start + (R - 1) * step, max))`` as in the official code, where N is
+    ``n_R = floor(N * min(start + (R - 1) * step, max))`` as in the official code
+    (:func:`cbst_tf.algos.policy.source_count`), where N is
     the number of source images (``selftrain.source_portion_of: source``) or of target images
     (``target``: the portion is then a source:target ratio, at most every source image).
     """
     st = cfg.selftrain
-    portion = min(st.source_portion_start + (round_ - 1) * st.source_portion_step, st.source_portion_max)
     if st.source_portion_of == "target" and n_target <= 0:
         raise CbstError("selftrain.source_portion_of=target needs the number of target images, got "
                         f"{n_target}")
     base = len(source_ids) if st.source_portion_of == "source" else n_target
     order = np.random.default_rng(cfg.runtime.seed).permutation(len(source_ids))
     ordered = sorted(source_ids)
-    count = min(len(source_ids), int(math.floor(base * portion + 1e-9)))
+    count = source_count(round_, base, len(source_ids), st.source_portion_start, st.source_portion_step,
+                         st.source_portion_max)
     return [ordered[i] for i in order[:count]]
 
 

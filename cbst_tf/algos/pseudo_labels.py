@@ -11,10 +11,10 @@ closed-form per-pixel solution:
 * Eq. 9 (``priors`` given): the potential ``q_n(c) p_n(c)`` replaces ``p_n(c)`` in both.
 
 The paper writes ``> exp(-k)``/``> 1``; we select ``>=`` so that, with thresholds from
-:func:`cbst_tf.selftrain.compute_thresholds`, exactly the top ``floor(p * N_c)`` pixels
+:func:`cbst_tf.algos.compute_thresholds`, exactly the top ``floor(p * N_c)`` pixels
 are reached when values are distinct (ties with the threshold are all selected).
 Comparisons use the same float16-quantised potentials as the threshold histograms
-(:mod:`cbst_tf.selftrain.histogram`). Eq. 5 labels the float32 argmax (the histogram's
+(:mod:`cbst_tf.algos.histogram`). Eq. 5 labels the float32 argmax (the histogram's
 predicted class); Eq. 8 takes the argmax of the quantised ratios ``v(c) / t_c`` (ties: the
 lowest class id), which is exact: quotients of float16 numbers keep their order in float64.
 """
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cbst_tf.algos.histogram import check_bits, potentials, predicted, prior_scale, to_bits
+from cbst_tf.algos.thresholds import check_mode
 from cbst_tf.errors import CbstError
 from cbst_tf.labels import IGNORE
-from cbst_tf.selftrain.histogram import check_bits, potentials, predicted, prior_scale, to_bits
-from cbst_tf.selftrain.thresholds import check_mode
 
 _CHUNK = 1 << 16  # pixels per block in the Eq. 8 solver
 
@@ -54,7 +54,7 @@ def assign_pseudo_labels(prob_map: np.ndarray, thresholds: np.ndarray | float, m
     """(H, W) uint8 train ids of the selected pseudo-labels, 255 where none is selected.
 
     ``thresholds``: (C,) ``exp(-k_c)`` in the units of ``p`` (or of ``q * p`` with
-    priors), as returned by :func:`cbst_tf.selftrain.compute_thresholds`; ``+inf`` selects
+    priors), as returned by :func:`cbst_tf.algos.compute_thresholds`; ``+inf`` selects
     nothing. ``mode="st"`` requires one global value (Eq. 5); ``"cbst"`` applies Eq. 8.
     """
     check_mode(mode)

@@ -2,8 +2,9 @@
 
 * Target portion (section 4.3, appendix A): ``p_R = min(p0 + (R - 1) * dp, p_max)``, rounds
   counted from 1; the paper uses p0 = 20%, dp = 5%, p_max = 50%.
-* Source portion (official code ``solve_AO.py``): the share of source images mixed into
-  each round's finetuning, 3% + 0.25% per round up to 6%.
+* Source images (official code ``solve_AO.py``): how many labelled source images are mixed
+  into each round's finetuning, ``floor(N * min(start + (R - 1) * step, max))`` (official:
+  3% + 0.25% per round up to 6% of the source; ``N`` may also be the target's size).
 * Hard-sample mining ids (official code ``mine_id_priority`` / ``mine_id``): the classes
   whose share of the target predictions is below ``mine_thresh`` = 0.1%, else the
   ``mine_id_number`` = 3 rarest classes.
@@ -11,29 +12,39 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cbst_tf.errors import CbstError
 
 
-def _schedule(name: str, round_: int, start: float, step: float, maximum: float) -> float:
+def _check_schedule(name: str, round_: int, start: float, step: float, maximum: float) -> None:
     if int(round_) != round_ or round_ < 1:
         raise CbstError(f"round: expected an integer >= 1 (rounds start at 1), got {round_!r}")
     if start < 0 or step < 0 or maximum < 0:
         raise CbstError(f"{name}: start, step and maximum must be non-negative, got {start}, {step}, {maximum}")
-    # Rounded to 12 decimals so that 0.2 + 2 * 0.05 is the intended 0.3, not 0.30000000000000004.
-    return round(min(start + (int(round_) - 1) * step, maximum), 12)
 
 
 def portion_for_round(round_: int, start: float = 0.2, step: float = 0.05, maximum: float = 0.5) -> float:
     """Target pseudo-label portion ``p`` of round ``round_`` (1-based)."""
-    return _schedule("portion", round_, start, step, maximum)
+    _check_schedule("portion", round_, start, step, maximum)
+    # Rounded to 12 decimals so that 0.2 + 2 * 0.05 is the intended 0.3, not 0.30000000000000004.
+    return round(min(start + (int(round_) - 1) * step, maximum), 12)
 
 
-def source_portion_for_round(round_: int, start: float = 0.03, step: float = 0.0025,
-                             maximum: float = 0.06) -> float:
-    """Share of the source images mixed into round ``round_``'s finetuning (official code)."""
-    return _schedule("source_portion", round_, start, step, maximum)
+def source_count(round_: int, base: int, available: int, start: float = 0.03, step: float = 0.0025,
+                 maximum: float = 0.06) -> int:
+    """How many source images round ``round_`` (1-based) mixes into its finetuning.
+
+    ``min(available, floor(base * min(start + (R - 1) * step, maximum)))``: ``base`` is the
+    number of source images (official) or of target images (the portion is then a
+    source:target ratio), ``available`` the number of source images. The portion is not
+    rounded; ``1e-9`` absorbs its binary error, so 10 x (0.7 + 0.1) gives 8 images, not 7.
+    """
+    _check_schedule("source_portion", round_, start, step, maximum)
+    portion = min(start + (int(round_) - 1) * step, maximum)
+    return min(int(available), int(math.floor(base * portion + 1e-9)))
 
 
 def rare_classes(predicted_pixels: np.ndarray, threshold: float = 0.001, min_classes: int = 3) -> list[int]:

@@ -8,7 +8,7 @@ numbers the float16 bit pattern read as ``uint16`` is monotone in the value, so 
 sorting, exactly, at float16 resolution, in ``C x 65536`` int64 counters whatever the
 number of images. Histograms of disjoint shards add up to the histogram of their union.
 
-Quantisation contract (shared with :func:`cbst_tf.selftrain.assign_pseudo_labels`): the
+Quantisation contract (shared with :func:`cbst_tf.algos.assign_pseudo_labels`): the
 predicted class of a pixel is the argmax over classes of the float32 potential
 ``s * q * p`` (``q = s = 1`` without priors; ties: lowest class id, numpy's rule); every
 comparison with a threshold uses ``v = float16(s * q * p)``, rounded to nearest-even.
@@ -20,22 +20,21 @@ global power of two ``s = 2**-ceil(log2(max q))`` (so ``s * q <= 1``). A global 
 leaves the Eq. 9 argmax over classes unchanged (a per-class constant would not), a power
 of two makes the scaling exact in binary floating point, and thresholds are reported
 divided by ``s``, i.e. in the paper's units of ``q * p``.
+
+Pure numpy: the thresholds are read off by :mod:`cbst_tf.algos.thresholds`, the ``.npz``
+files of the label step are written by :mod:`cbst_tf.selftrain.histogram_file`.
 """
 
 from __future__ import annotations
 
 import math
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from cbst_tf.errors import CbstError
-from cbst_tf.io import atomic_path
 
 BINS = 65536  # every float16 bit pattern
 MAX_FINITE_BITS = 0x7BFF  # largest finite float16 (65504); above: inf, NaN; >= 0x8000: negative
-_FORMAT_VERSION = 1
 
 
 def prior_scale(priors: np.ndarray) -> float:
@@ -153,6 +152,29 @@ class ConfidenceHistogram:
         self.counts += np.bincount(index, minlength=self.num_classes * BINS).reshape(self.num_classes, BINS)
         self.num_images += 1
 
+    def add_counts(self, counts: np.ndarray | None = None, predicted: np.ndarray | None = None,
+                   images: int = 0) -> None:
+        """Add counts made elsewhere (the label step's device kernels), in place.
+
+        ``counts``: (C, 65536) kept pixels per class and float16 bit pattern, as
+        :meth:`update` counts them; ``predicted``: (C,) pixels predicted as each class
+        before subsampling; ``images``: how many maps they came from. The caller keeps
+        :attr:`scale` consistent.
+        """
+        if counts is not None:
+            counts = np.asarray(counts)
+            if counts.shape != self.counts.shape or not np.issubdtype(counts.dtype, np.integer):
+                raise CbstError(f"histogram: expected integer counts of shape {self.counts.shape}, "
+                                f"got {counts.dtype} {counts.shape}")
+            self.counts += counts.astype(np.int64)
+        if predicted is not None:
+            predicted = np.asarray(predicted)
+            if predicted.shape != (self.num_classes,) or not np.issubdtype(predicted.dtype, np.integer):
+                raise CbstError(f"histogram: expected {self.num_classes} integer predicted-pixel counts, "
+                                f"got {predicted.dtype} {predicted.shape}")
+            self._predicted += predicted.astype(np.int64)
+        self.num_images += int(images)
+
     def merge(self, other: ConfidenceHistogram) -> ConfidenceHistogram:
         """Add another shard's histogram into this one (in place); returns self."""
         if not isinstance(other, ConfidenceHistogram) or other.num_classes != self.num_classes:
@@ -189,44 +211,3 @@ class ConfidenceHistogram:
     def counted_pixels(self) -> np.ndarray:
         """(C,) int64: pixels in the histogram per class (``N_c`` of Algorithm 2, after subsampling)."""
         return self.counts.sum(axis=1)
-
-    def thresholds(self, portion: float, mode: str, rank: str = "official") -> np.ndarray:
-        """(C,) thresholds ``exp(-k_c)`` (Algorithm 1 for ``st``, 2 for ``cbst``)."""
-        from cbst_tf.selftrain.thresholds import thresholds_from_histogram
-
-        return thresholds_from_histogram(self, portion, mode, rank)
-
-    # ------------------------------------------------------------------ files
-    def to_npz(self, path: str | Path) -> Path:
-        """Save atomically (compressed; the counts are mostly zeros)."""
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, version=np.int64(_FORMAT_VERSION), counts=self.counts, predicted=self._predicted,
-                num_images=np.int64(self.num_images),
-                scale=np.float64(np.nan if self.scale is None else self.scale))
-        return Path(path)
-
-    @classmethod
-    def from_npz(cls, path: str | Path) -> ConfidenceHistogram:
-        path = Path(path)
-        if not path.is_file():
-            raise CbstError(f"{path}: confidence histogram not found")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                version = int(data["version"])
-                counts = np.asarray(data["counts"])
-                predicted = np.asarray(data["predicted"])
-                num_images = int(data["num_images"])
-                scale = float(data["scale"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise CbstError(f"{path}: corrupt confidence histogram ({type(exc).__name__})") from None
-        if (version != _FORMAT_VERSION or counts.ndim != 2 or counts.shape[1] != BINS
-                or counts.dtype != np.int64 or predicted.shape != (counts.shape[0],)
-                or counts.min(initial=0) < 0 or num_images < 0):
-            raise CbstError(f"{path}: corrupt confidence histogram (unexpected contents)")
-        out = cls(counts.shape[0])
-        out.counts = counts.copy()
-        out._predicted = predicted.astype(np.int64)
-        out.num_images = num_images
-        out.scale = None if math.isnan(scale) else scale
-        return out

@@ -20,7 +20,7 @@ class, or ``p * N_c < 1``) the threshold is ``+inf``: ``p / inf = 0 < 1``, so th
 selects nothing, exactly, even for potentials scaled above 1. (The official code writes
 1.0, which still selects saturated ``p = 1.0`` pixels.)
 
-All values are float16-quantised potentials (see :mod:`cbst_tf.selftrain.histogram`),
+All values are float16-quantised potentials (see :mod:`cbst_tf.algos.histogram`),
 so thresholds are float16 numbers (divided by the prior scale when priors are used).
 """
 
@@ -31,14 +31,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from cbst_tf.algos.histogram import ConfidenceHistogram
 from cbst_tf.errors import CbstError
-from cbst_tf.selftrain.histogram import ConfidenceHistogram
 
 MODES = ("st", "cbst")
 RANKS = ("official", "paper")
 
 
 def check_mode(mode: str) -> None:
+    """One-line error unless ``mode`` is ``st`` (Algorithm 1) or ``cbst`` (Algorithm 2)."""
     if mode not in MODES:
         raise CbstError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
 
@@ -103,4 +104,4 @@ def compute_thresholds(prob_maps: Iterable[np.ndarray], portion: float, mode: st
         hist.update(prob_map, priors, subsample)
     if hist is None:
         raise CbstError("prob_maps: no probability maps given")
-    return hist.thresholds(portion, mode, rank)
+    return thresholds_from_histogram(hist, portion, mode, rank)
