@@ -1,70 +1,23 @@
 """Registry of the on-disk dataset layouts that ``cbst-tf data convert`` understands.
 
 Each layout lists its (image, label) files and turns a label file into train ids. The six
-layouts are ``cityscapes, gta5, synthia, nthu, bdd, folder``.
+layouts are ``cityscapes, gta5, synthia, nthu, bdd, folder``; their shared types live in
+:mod:`cbst_tf.data.formats.base`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from cbst_tf.data.formats import bdd, cityscapes, folder, gta5, nthu, synthia
+from cbst_tf.data.formats.base import Item, Layout
+from cbst_tf.errors import ConfigError
 
-import numpy as np
+__all__ = ["Item", "Layout", "get_layout"]
 
-from cbst_tf.errors import CbstError, ConfigError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image to convert; ``label`` is None for unlabelled images."""
-
-    image: Path
-    label: Path | None
-    source_id: str  # image path relative to the dataset root
-
-
-@dataclass(frozen=True)
-class Layout:
-    name: str
-    label_space: str
-    list_items: Callable[[Path, str | None], list[Item]]  # (root, split) -> items, sorted
-    read_train_ids: Callable[[Path], np.ndarray]  # label file -> (H, W) uint8 train ids
-    # Optional: the raw ids of a label file, their lookup table to train ids and the largest id
-    # the format defines (255 is always "void"); larger ids are counted by the converter.
-    read_raw_ids: Callable[[Path], np.ndarray] | None = None
-    lut: np.ndarray | None = None
-    max_id: int = 254
-
-
-def item(root: Path, image: Path, label: Path | None) -> Item:
-    return Item(image=image, label=label, source_id=image.relative_to(root).as_posix())
-
-
-def images_in(directory: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, suffix: str = "") -> list[Path]:
-    """Sorted image files directly in ``directory`` whose name ends with ``suffix + ext``."""
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix.lower() in extensions and p.stem.endswith(suffix))
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise CbstError(f"{path}: {what} folder not found")
-    return path
-
-
-def no_split(fmt: str, split: str | None) -> None:
-    """Layouts without splits accept no --split (or 'all')."""
-    if split not in (None, "", "all"):
-        raise ConfigError(f"--split {split!r}: the {fmt} layout has no splits (omit --split or use 'all')")
+LAYOUTS = {m.LAYOUT.name: m.LAYOUT for m in (cityscapes, gta5, synthia, nthu, bdd, folder)}
 
 
 def get_layout(fmt: str) -> Layout:
-    from cbst_tf.data.formats import bdd, cityscapes, folder, gta5, nthu, synthia
-
-    layouts = {m.LAYOUT.name: m.LAYOUT for m in (cityscapes, gta5, synthia, nthu, bdd, folder)}
-    if fmt not in layouts:
-        raise ConfigError(f"--format {fmt!r}: unknown format (choose from {', '.join(layouts)})")
-    return layouts[fmt]
+    """The layout called ``fmt``; a usage error (exit 2) names the known ones otherwise."""
+    if fmt not in LAYOUTS:
+        raise ConfigError(f"--format {fmt!r}: unknown format (choose from {', '.join(LAYOUTS)})")
+    return LAYOUTS[fmt]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbst_tf.data.formats import Item, Layout, images_in, item, require_dir
+from cbst_tf.data.formats.base import Item, Layout, images_in, item, require_dir
 from cbst_tf.data.labelio import map_ids, read_index_png
 from cbst_tf.errors import ConfigError
 from cbst_tf.labels import NUM_CLASSES, lookup_table

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cbst_tf.data.formats import IMAGE_EXTENSIONS, Item, Layout, item, no_split
+from cbst_tf.data.formats.base import IMAGE_EXTENSIONS, Item, Layout, item, no_split
 from cbst_tf.data.formats.bdd import _LUT, read_train_ids
 from cbst_tf.data.labelio import read_index_png
 from cbst_tf.errors import CbstError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cbst_tf.data.formats import Item, Layout, images_in, item, no_split, require_dir
+from cbst_tf.data.formats.base import Item, Layout, images_in, item, no_split, require_dir
 from cbst_tf.data.labelio import map_ids, read_synthia_png
 from cbst_tf.labels import SYNTHIA_LUT
 
