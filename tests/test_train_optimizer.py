@@ -1,15 +1,19 @@
 """Coupled-L2 momentum SGD and the learning-rate schedules against closed forms."""
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tomllib
+from keras import ops
+from packaging.requirements import Requirement
+from packaging.version import Version
 
-from cbst_tf.config import Config
+from cbst_tf.config import Config, TrainConfig
 from cbst_tf.train.optimizer import (
     CoupledSGD,
-    PolySchedule,
     build_optimizer,
     current_lr,
     decayed_variables,
@@ -67,8 +71,55 @@ def test_zero_gradient_decays_only_kernels():
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.path)
 
 
+def test_keras_is_the_tested_release():
+    """CoupledSGD relies on private Keras optimizer methods: outside the pinned range, stop here."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pin = next(Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "keras")
+    installed = Version(keras.__version__)
+    assert installed in pin.specifier, (
+        f"keras {installed} is outside the tested range {pin.specifier} (pyproject.toml): CoupledSGD "
+        "uses the private Optimizer._var_key/_get_variable_index; run tests/test_train_optimizer.py "
+        "and tests/test_train_distributed.py on it, then widen the pin")
+    for name in ("_var_key", "_get_variable_index"):
+        assert callable(getattr(keras.optimizers.SGD, name, None)), f"keras {installed}: Optimizer.{name} is gone"
+
+
+def test_decay_finds_normalisation_inside_nested_models():
+    keras.utils.set_random_seed(1)
+    inner = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 1, name="inner_conv"),
+                              keras.layers.LayerNormalization(axis=[1, 2, 3], name="ln")], name="inner")
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Conv2D(3, 1, name="cls")(inner(keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)))
+    model = keras.Model(inp, out)
+    assert [v.shape for v in model.trainable_variables if "ln/" in v.path] == [(8, 8, 4), (8, 8, 4)]
+    assert sorted(v.path for v in decayed_variables(model)) == ["cls/kernel", "conv/kernel",
+                                                                "inner/inner_conv/kernel"]
+
+
+def _poly_reference(base_lr, total_steps, power):
+    """The project's former ``PolySchedule``, op for op: lr * (1 - min(step / total, 1)) ** power."""
+    def schedule(step):
+        frac = ops.minimum(ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
+        return base_lr * ops.power(1.0 - frac, power)
+    return schedule
+
+
+@pytest.mark.parametrize(("lr", "total", "power"), [(0.01, 100, 0.9), (2.5e-4, 37, 0.9), (1e-6, 7, 2.0),
+                                                    (0.1, 1, 0.9), (0.1, 0, 0.9)])
+def test_poly_is_keras_polynomial_decay_bit_for_bit(lr, total, power):
+    train = TrainConfig(lr=lr, schedule="poly", poly_power=power)
+    sched = make_schedule(train, total)
+    assert isinstance(sched, keras.optimizers.schedules.PolynomialDecay)
+    ref = _poly_reference(lr, total, power)
+    steps = np.arange(0, max(total, 1) + 3)
+    got = np.array([float(sched(s)) for s in steps], np.float32)
+    want = np.array([float(ref(s)) for s in steps], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert got[max(total, 1)] == 0.0 and got[-1] == 0.0 and got[0] == np.float32(lr)
+
+
 def test_poly_schedule_closed_form():
-    sched = PolySchedule(0.01, 100, 0.9)
+    sched = make_schedule(TrainConfig(lr=0.01, schedule="poly", poly_power=0.9), 100)
     for step in (0, 1, 37, 99, 100, 150):
         want = 0.01 * (1 - min(step, 100) / 100) ** 0.9
         assert float(sched(step)) == pytest.approx(want, rel=1e-5, abs=1e-12)
@@ -85,7 +136,7 @@ def test_round_decay_and_fixed():
     cfg.train.schedule = "fixed"
     assert make_schedule(cfg.train, 10, 4) == pytest.approx(1e-4)
     cfg.train.schedule = "poly"
-    assert isinstance(make_schedule(cfg.train, 10), PolySchedule)
+    assert isinstance(make_schedule(cfg.train, 10), keras.optimizers.schedules.PolynomialDecay)
 
 
 def test_build_optimizer_poly_follows_iterations_and_mixed_float16_scales_loss():

@@ -12,13 +12,19 @@ per step at steady state. :class:`CoupledSGD` reproduces the MXNet rule. As in t
 code, biases and BatchNorm parameters are not decayed, and the classifier layers may learn
 with a learning-rate multiplier (``train.classifier_lr_mult``). Plain momentum SGD is linear
 in ``lr``, so a per-variable multiplier on ``lr`` is exactly a per-variable learning rate.
+
+Keras has no public way for ``update_step`` to tell which variable it updates (under
+``tf.distribute`` it receives the replica's ``tf.Variable``): its own optimizers use the
+private ``_var_key`` / ``_get_variable_index`` (keras-team/keras#21924), and so does
+:class:`CoupledSGD`. ``pyproject.toml`` therefore pins ``keras`` to the tested minor
+release; ``tests/test_train_optimizer.py`` fails with a clear message outside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import keras
 from keras import ops
@@ -30,9 +36,16 @@ _NORM_LAYERS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization
                 keras.layers.GroupNormalization)
 
 
+def _nested_layers(model: keras.Layer) -> Iterator[keras.Layer]:
+    """Every layer of a functional/sequential model, descending into nested models (``.layers``)."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _nested_layers(layer)
+
+
 def decayed_variables(model: keras.Model) -> list:
     """Trainable kernels that get weight decay: not biases, not normalisation scales/offsets."""
-    norm_ids = {id(v) for layer in model._flatten_layers(include_self=False)
+    norm_ids = {id(v) for layer in _nested_layers(model)
                 if isinstance(layer, _NORM_LAYERS) for v in layer.weights}
     return [v for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in norm_ids]
 
@@ -71,23 +84,6 @@ class CoupledSGD(keras.optimizers.SGD):
         super().update_step(gradient, variable, learning_rate)
 
 
-@keras.saving.register_keras_serializable(package="cbst_tf")
-class PolySchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``lr * (1 - step / total) ** power`` (DeepLab "poly"), clamped at 0 after ``total`` steps."""
-
-    def __init__(self, base_lr: float, total_steps: int, power: float = 0.9):
-        self.base_lr = float(base_lr)
-        self.total_steps = int(total_steps)
-        self.power = float(power)
-
-    def __call__(self, step):
-        frac = ops.minimum(ops.cast(step, "float32") / float(max(self.total_steps, 1)), 1.0)
-        return self.base_lr * ops.power(1.0 - frac, self.power)
-
-    def get_config(self) -> dict:
-        return {"base_lr": self.base_lr, "total_steps": self.total_steps, "power": self.power}
-
-
 def round_lr(base_lr: float, round_decay: float, round_: int) -> float:
     """Official code's per-round decay: ``lr / round_decay ** (R - 1)``, constant within round R."""
     return float(base_lr) / float(round_decay) ** (max(int(round_), 1) - 1)
@@ -101,8 +97,9 @@ def make_schedule(train: TrainConfig, total_steps: int, round_: int | None = Non
     """
     if train.schedule == "fixed":
         return float(train.lr)
-    if train.schedule == "poly":
-        return PolySchedule(train.lr, total_steps, train.poly_power)
+    if train.schedule == "poly":  # DeepLab "poly": lr * (1 - step / total) ** power, 0 after total steps
+        return keras.optimizers.schedules.PolynomialDecay(
+            train.lr, max(int(total_steps), 1), end_learning_rate=0.0, power=train.poly_power)
     if train.schedule == "round_decay":
         return round_lr(train.lr, round_decay, round_ or 1)
     raise CbstError(f"train.schedule: unknown schedule {train.schedule!r}")
