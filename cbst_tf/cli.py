@@ -17,7 +17,7 @@ import typer
 
 from cbst_tf import __version__, progress
 from cbst_tf.config import Config, load_config
-from cbst_tf.errors import CbstError, ConfigError, NotImplementedYet
+from cbst_tf.errors import CbstError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Class-balanced self-training (CBST) for domain-adaptive segmentation.")
@@ -132,15 +132,9 @@ def _quiet_tensorflow() -> None:
 
 
 def _library(module: str, name: str) -> Any:
-    """Import a library entry point; a module not written yet is 'not implemented yet'."""
+    """Import a library entry point (lazily: ``--help`` and config errors need no TensorFlow)."""
     _quiet_tensorflow()
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise NotImplementedYet(f"not implemented yet ({module})") from None
-        raise
-    return getattr(mod, name)
+    return getattr(importlib.import_module(module), name)
 
 
 def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, extra: list[str] = ()) -> Config:

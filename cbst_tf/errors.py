@@ -27,9 +27,3 @@ class GateError(CbstError):
     """A quality gate (``--min-miou``) failed (exit code 3)."""
 
     exit_code = 3
-
-
-class NotImplementedYet(CbstError):
-    """A command whose implementation belongs to a later issue."""
-
-    exit_code = 1

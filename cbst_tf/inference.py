@@ -98,21 +98,3 @@ def predict_probs(model, image, scales: Sequence[float] = (1.0,), flip: bool = F
         total = total / float(len(passes))
     out = total.numpy().astype(np.float32, copy=False)
     return out[0] if single else out
-
-
-def predict_logits(model, image, scales: Sequence[float] = (1.0,), flip: bool = False,
-                   input_scale: float = 1.0, size: Sequence[int] | None = None) -> np.ndarray:
-    """Logits at the output size, float32 ``(H, W, C)`` (or batched like the input).
-
-    With one pass (one scale, no flip) these are the network's logits, resized. Several
-    passes have no common logit map; then the log of the averaged probabilities is
-    returned, whose softmax is exactly that average (so arg-max and softmax agree with
-    :func:`predict_probs`).
-    """
-    if len(_passes(scales, flip)) > 1:
-        probs = predict_probs(model, image, scales, flip, input_scale, size)
-        return np.log(np.maximum(probs, np.finfo(np.float32).tiny))
-    x, single = _batched(image)
-    out_hw = tuple(size) if size is not None else (int(x.shape[1]), int(x.shape[2]))
-    out = _pass_logits(model, x, float(scales[0]), False, input_scale, out_hw).numpy()
-    return out[0] if single else out
