@@ -142,21 +142,19 @@ class Conv2D(keras.layers.Conv2D):
     algorithm differs. The class keeps the name ``Conv2D`` on purpose: Keras'
     ``.weights.h5`` files key layers by snake-cased class name and position
     (``layers/conv2d_7``), so any other name would make checkpoints saved with plain
-    ``Conv2D`` layers unloadable (and vice versa).
-    Measured at 512x1024 on 2 CPU cores (bench/forward.py; 4096^2 matmul: 475-485 GFLOP/s):
+    ``Conv2D`` layers unloadable (and vice versa). Which path is faster for which shape
+    was measured with ``bench/forward.py`` (README, "Performance"):
 
-    * 1x1 kernels become one matmul over pixels (ResNet-38's 2048 -> 4096: 362 -> 470
-      GFLOP/s);
+    * 1x1 kernels become one matmul over pixels;
     * large dilations (>= 8) call ``tf.nn.conv2d(dilations=...)`` directly. Keras'
       ``ops.conv`` goes through ``tf.nn.convolution``, which computes a dilated conv as a
       plain one on d x d interleaved sub-maps (space-to-batch): at d = 2 or 4 that is the
-      faster path (450-460 vs 340-420 GFLOP/s for ResNet-38's B5-B7 convs), at d = 12 the
-      sub-maps of a 64x128 feature map are ~5x11 pixels plus a 2-pixel halo and the native
-      kernel wins (ResNet-38 head, 3x3 4096 -> 512: 283 vs 506 GFLOP/s);
+      faster path, but at d = 12 the sub-maps of a 64x128 feature map are ~5x11 pixels
+      plus a 2-pixel halo and the native kernel wins;
     * ``patches=True`` (FCN's fc6: 7x7, 512 -> 4096 on a 1/32-resolution map) builds the
-      patch matrix (49 x 512 columns, one row per output pixel: 51 MB at 512x1024) and
-      does one matmul: 237 -> 467 GFLOP/s. Its gradients are the convolution's own
-      (``Conv2DBackpropInput/Filter``), so training memory and results are unchanged.
+      patch matrix (49 x 512 columns, one row per output pixel) and does one matmul. Its
+      gradients are the convolution's own (``Conv2DBackpropInput/Filter``), so training
+      memory and results are unchanged.
 
     Strided convolutions keep Keras' path.
     """

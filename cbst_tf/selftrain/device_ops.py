@@ -19,13 +19,12 @@ per pixel instead of a dense C x 65,536 array per image); the host folds it into
 int64 :class:`~cbst_tf.algos.ConfidenceHistogram` before 2**31 pixels could have been
 added, so memory stays bounded and counts exact at any dataset size.
 
-Both kernels are XLA-compiled (``jit_compile=True``; one compilation per image size, a
-fraction of a second each): XLA fuses their dozen elementwise passes over the (pixels x
-classes) map into a few loops. Measured on 2 CPU cores for 128x256x19 maps: histogram
-update 2.7 -> 1.0 ms, Eq. 8 labels 2.7 -> 1.9 ms. Every op involved (comparisons,
-max/min, casts, float64 division) is exact, so compilation does not change results. The
-probabilities themselves are NOT computed here under XLA: its softmax rounds differently
-(and was slower), and both phases must share one graph for them
+Both kernels are XLA-compiled (``jit_compile=True``; one compilation per image size):
+XLA fuses their dozen elementwise passes over the (pixels x classes) map into a few loops,
+which is faster (README, "Performance"). Every op involved (comparisons, max/min, casts,
+float64 division) is exact, so compilation does not change results. The probabilities
+themselves are NOT computed here under XLA: its softmax rounds differently, and both
+phases must share one graph for them
 (:func:`~cbst_tf.selftrain.logit_cache.probs_from_logits`).
 """
 
@@ -84,8 +83,8 @@ def _first_argmax(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def _class_counts(classes: tf.Tensor, num_classes: int) -> tf.Tensor:
     """(C,) int32 pixels per class id in ``classes`` (ids outside 0..C-1 are not counted).
 
-    Compare-and-sum rather than ``tf.math.bincount``: under XLA on CPU bincount took
-    ~200 ms for 32K pixels, this fuses into one loop.
+    Compare-and-sum rather than ``tf.math.bincount``, which is slow under XLA on CPU:
+    this fuses into one loop.
     """
     iota = tf.range(num_classes, dtype=tf.int32)
     return tf.reduce_sum(tf.cast(tf.equal(tf.cast(classes, tf.int32)[:, tf.newaxis], iota), tf.int32), axis=0)
@@ -229,8 +228,7 @@ class DeviceLabeller:
     """Eq. 5 / Eq. 8 / Eq. 9 pseudo-labels and their pixel counts, in one traced call.
 
     Equal to :func:`cbst_tf.algos.assign_pseudo_labels` on the same probabilities.
-    (The PNG is encoded on the host with OpenCV: ``tf.io.encode_png`` took 3.0 ms for a
-    128x256 label map against 0.2 ms.)
+    (The PNG is encoded on the host with OpenCV, which is faster than ``tf.io.encode_png``.)
     """
 
     def __init__(self, thresholds: np.ndarray | float, mode: str, num_classes: int):
