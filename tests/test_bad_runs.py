@@ -153,7 +153,7 @@ def test_rerunning_a_done_step_with_another_config_says_what_differs(tmp_path, t
     check("done-same-config", code, out, tmp_path)
 
 
-@pytest.mark.timeout(600)  # starts/kills processes: a hang fails fast
+@pytest.mark.timeout(1200)  # starts/kills processes: a hang fails sooner
 def test_stale_temporaries_of_a_killed_run_are_removed_when_the_step_starts(tmp_path, trained):
     import socket
 
@@ -182,7 +182,7 @@ def test_a_step_that_fails_early_leaves_no_stub_directory(tmp_path, trained):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # starts/kills processes: a hang fails fast
+@pytest.mark.timeout(1200)  # starts/kills processes: a hang fails sooner
 def test_sigterm_during_convert_exits_143_and_cleans_up(tmp_path):
     import signal
     import time

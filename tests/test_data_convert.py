@@ -154,7 +154,7 @@ c.convert_dataset("cityscapes", sys.argv[1], sys.argv[2], "train", 4, False, 1)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # starts/kills processes: a hang fails fast
+@pytest.mark.timeout(1200)  # starts/kills processes: a hang fails sooner
 def test_killed_conversion_leaves_no_dataset_and_is_cleaned_up(tmp_path):
     layouts.write_cityscapes(tmp_path / "c", "train", n=4)
     out = tmp_path / "o"

@@ -169,7 +169,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # starts/kills processes: a hang fails fast
+@pytest.mark.timeout(1200)  # starts/kills processes: a hang fails sooner
 def test_multi_worker_two_processes_match_single_process(tmp_path):
     mod, script = _load_worker(tmp_path)
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
@@ -197,7 +197,7 @@ def test_multi_worker_two_processes_match_single_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # starts/kills processes: a hang fails fast
+@pytest.mark.timeout(1200)  # starts/kills processes: a hang fails sooner
 def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     _, script = _load_worker(tmp_path)
     cmd = lambda out: [sys.executable, str(script), "resume", str(out)]  # noqa: E731
