@@ -51,8 +51,8 @@ def measure(net: str, width: float, images: int, h: int, w: int, method: str, re
 
     from cbst_tf.config import load_config
     from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.layout import RunLayout, pretrained_weights
     from cbst_tf.models import build_model
-    from cbst_tf.runs import pretrained_weights
     from cbst_tf.selftrain.label_step import run_label
     from cbst_tf.selftrain.logit_cache import StrideLogits, probs_from_logits
 
@@ -77,8 +77,9 @@ def measure(net: str, width: float, images: int, h: int, w: int, method: str, re
     if method == "cbst_sp":
         priors = rng.uniform(0.1, 1, (h // 2, w // 2, 19)).astype("float32")
         for run in runs:
-            (tmp / run / "priors").mkdir(parents=True, exist_ok=True)
-            np.save(tmp / run / "priors" / "priors.npy", priors / priors.sum((0, 1)))
+            path = RunLayout(tmp / run).priors_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, priors / priors.sum((0, 1)))
 
     infer = StrideLogits(model, [1.0], False)
     argmax = tf.function(lambda p: tf.cast(tf.argmax(p, axis=-1), tf.uint8), autograph=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 from cbst_tf.config import load_config
 from cbst_tf.evaluate.profile import ClassProfile
 from cbst_tf.labels import CLASS_NAMES
+from cbst_tf.layout import RunLayout
 
 
 def main() -> None:
@@ -37,7 +38,8 @@ def main() -> None:
         ap.error("give --demo DIR, or all of --config, --weights and --data")
     config = args.config or args.demo / "demo_config.yaml"
     cfg = load_config(config)
-    weights = args.weights or args.demo / "runs" / "source" / "pretrain" / "final.weights.h5"
+    source_run = RunLayout(args.demo / "runs" / "source") if args.demo else None  # the demo's source model
+    weights = args.weights or source_run.final(source_run.pretrain)
     data = args.data or Path(cfg.data.target)
 
     from cbst_tf.data.reader import eval_dataset

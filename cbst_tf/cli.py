@@ -104,7 +104,9 @@ def _datasets() -> list[str]:
     cfg = _STATE.get("cfg")
     if cfg is None:
         return []
-    pseudo = sorted(str(p) for p in Path(cfg.runtime.workdir).glob("round_*/label/pseudo"))
+    from cbst_tf.layout import RunLayout
+
+    pseudo = [str(p) for p in RunLayout.of(cfg).pseudo_dirs()]
     return [d for d in (cfg.data.source, cfg.data.target, cfg.data.target_eval) if d] + pseudo
 
 
@@ -140,7 +142,7 @@ def _library(module: str, name: str) -> Any:
 def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, extra: list[str] = ()) -> Config:
     overrides = list(sets or []) + list(extra)
     if workdir is not None:
-        overrides.append(("--workdir", f"runtime.workdir={workdir}"))
+        overrides.append(("--workdir", "runtime.workdir", str(workdir)))
     cfg = load_config(config, overrides)
     _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)
@@ -352,24 +354,24 @@ def evaluate(
     scales: Annotated[str | None, typer.Option("--scales", help="e.g. 0.5,0.75,1.0")] = None,
     flip: Annotated[bool | None, typer.Option("--flip/--no-flip")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
-    min_miou: Annotated[float | None, typer.Option("--min-miou", help="Exit 3 when mIoU is below.")] = None,
+    min_miou: Annotated[str | None, typer.Option("--min-miou", help="Exit 3 when mIoU is below.")] = None,
     save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="N or all")] = None,
 ) -> None:
     """mIoU on the labelled target split under the configured protocol."""
-    extra: list = []  # (flag, override): a bad value is blamed on the flag, not on the YAML
+    extra: list = []  # (flag, key, value): typed values, validated by the config, blamed on the flag
     if split is not None:
-        extra.append(("--split", f"data.target_eval={split}"))
+        extra.append(("--split", "data.target_eval", str(split)))
     if scales is not None:
-        extra.append(("--scales", f"eval.scales=[{scales}]"))
+        extra.append(("--scales", "eval.scales", [v.strip() for v in scales.split(",")]))
     if flip is not None:
-        extra.append(("--flip", f"eval.flip={str(flip).lower()}"))
+        extra.append(("--flip", "eval.flip", flip))
     if min_miou is not None:
-        extra.append(("--min-miou", f"eval.min_miou={min_miou}"))
+        extra.append(("--min-miou", "eval.min_miou", min_miou))
     if save_predictions is not None:
         if save_predictions != "all" and not save_predictions.isdigit():
             _guard(_raise, ConfigError(f"--save-predictions {save_predictions!r}: expected a number of images or 'all'"))
-        extra.append(("--save-predictions",
-                      f"eval.save_predictions={-1 if save_predictions == 'all' else save_predictions}"))
+        extra.append(("--save-predictions", "eval.save_predictions",
+                      -1 if save_predictions == "all" else int(save_predictions)))
     _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)
 
 
@@ -377,10 +379,10 @@ def evaluate(
 def crossval(
     city: Annotated[str, typer.Option("--city", help="NTHU city, e.g. Rome.")],
     config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
-    min_miou: Annotated[float | None, typer.Option("--min-miou")] = None,
+    min_miou: Annotated[str | None, typer.Option("--min-miou", help="Exit 3 when pooled mIoU is below.")] = None,
 ) -> None:
     """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
-    extra = [("--min-miou", f"eval.min_miou={min_miou}")] if min_miou is not None else []
+    extra = [("--min-miou", "eval.min_miou", min_miou)] if min_miou is not None else []
     _call("cbst_tf.evaluate.crossval", "run_crossval", config, set_, workdir, extra, city=city)
 
 

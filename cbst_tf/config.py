@@ -340,13 +340,16 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, str]] | tuple = (),
+def load_config(path: str | Path | None = None,
+                overrides: list[str | tuple[str, str] | tuple[str, str, Any]] | tuple = (),
                 presets: tuple[str | Path, ...] = ()) -> Config:
     """Build the resolved :class:`Config`: defaults, presets, YAML (with ``base:``), overrides.
 
     ``presets`` are YAML files applied before ``path`` (the demo's built-in settings). An
-    override is ``"a.b=value"`` (blamed as ``--set a.b``) or ``(flag, "a.b=value")`` for a CLI
-    flag that sets a key (blamed as that flag).
+    override is ``"a.b=value"`` (text of ``--set``, parsed as YAML, blamed as ``--set a.b``),
+    ``(flag, "a.b=value")`` (the same, blamed as ``flag``), or ``(flag, "a.b", value)``: a
+    value the CLI already typed (``--workdir 2024`` is the path "2024", not the number),
+    assigned as it is, validated like any other and blamed as ``flag``.
     """
     cfg = Config()
     origins: dict[str, str] = {}
@@ -354,8 +357,11 @@ def load_config(path: str | Path | None = None, overrides: list[str | tuple[str,
         for where, data in _read_yaml(Path(yaml_file)).items():
             _apply(cfg, data, "", where, origins)
     for item in overrides:
-        flag, text = item if isinstance(item, tuple) else (None, item)
-        key, value = parse_override(text)
+        if isinstance(item, tuple) and len(item) == 3:
+            flag, key, value = item
+        else:
+            flag, text = item if isinstance(item, tuple) else (None, item)
+            key, value = parse_override(text)
         _apply(cfg, _nest(key, value), "", flag or f"--set {key}", origins)
     validate(cfg, str(path) if path else "<defaults>", origins)
     return cfg

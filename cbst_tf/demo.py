@@ -20,7 +20,7 @@ import numpy as np
 from cbst_tf import progress
 from cbst_tf.config import Config, load_config, save_resolved
 from cbst_tf.io import atomic_write_json, atomic_write_text, read_json
-from cbst_tf.runs import priors_file, weights_before_round
+from cbst_tf.layout import RunLayout, priors_file, weights_before_round
 
 METHODS = ("st", "cbst", "cbst_sp")
 ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp": "CBST-SP",
@@ -35,10 +35,15 @@ def demo_config(config: Path | None, overrides: list[str], out: Path, seed: int,
     if fast:
         presets.append(Path(str(presets_dir / "demo_fast.yaml")))
     data = out / "data"
-    paths = [f"data.source={data / 'source'}", f"data.target={data / 'target'}",
-             f"data.target_eval={data / 'target_val'}", f"runtime.workdir={out / 'runs' / 'source'}",
-             f"runtime.seed={seed}"]
+    paths = [("--out", "data.source", str(data / "source")), ("--out", "data.target", str(data / "target")),
+             ("--out", "data.target_eval", str(data / "target_val")),
+             ("--out", "runtime.workdir", str(_method_dir(out, "source"))), ("--seed", "runtime.seed", seed)]
     return load_config(config, paths + list(overrides), presets=tuple(presets))
+
+
+def _method_dir(out: Path, method: str) -> Path:
+    """``<out>/runs/<method>``: the run directory (:class:`~cbst_tf.layout.RunLayout`) of one row."""
+    return out / "runs" / method
 
 
 def _with(cfg: Config, workdir: Path, **selftrain: Any) -> Config:
@@ -75,7 +80,7 @@ def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
     total = int(read_manifest(cfg.data.target_eval)["num_examples"])
     results, panels = {}, {}
     for name, path in weights.items():
-        cache = Path(cfg.runtime.workdir).parent.parent / "eval" / f"{name}.json"
+        cache = Path(cfg.runtime.workdir).parent.parent / "eval" / f"{name}.json"  # <out>/eval
         kept: list = []
 
         def keep(example: dict, gt: np.ndarray, pred: np.ndarray, kept: list = kept) -> None:
@@ -96,7 +101,7 @@ def _method_rounds(out: Path) -> dict[str, list[dict]]:
     """Per-round label stats of each finished self-training method, by method id."""
     rounds = {}
     for method in METHODS:
-        summary = Path(out / "runs" / method / "selftrain.json")
+        summary = RunLayout(_method_dir(out, method)).selftrain_summary
         if summary.is_file():
             rounds[method] = read_json(summary)["rounds"]
     return rounds
@@ -166,11 +171,11 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     source = weights_before_round(cfg, 1)
     weights = {"source_only": source}
     for method in METHODS:
-        mcfg = _with(cfg, out / "runs" / method, method=method, source_weights=str(source),
+        mcfg = _with(cfg, _method_dir(out, method), method=method, source_weights=str(source),
                      priors=str(priors_file(cfg)))
         weights[method] = stage(method, run_selftrain, mcfg)
     if cfg.synth.oracle:
-        ocfg = _with(cfg, out / "runs" / "oracle")
+        ocfg = _with(cfg, _method_dir(out, "oracle"))
         ocfg.data.source = cfg.data.target
         weights["oracle"] = stage("oracle", run_pretrain, ocfg)
     results, panels = stage("evaluate", _evaluate_all, cfg, weights)

@@ -22,7 +22,7 @@ import tensorflow as tf
 _SIGNATURE = [
     tf.TensorSpec([None, None, None, 3], tf.float32),  # images
     tf.TensorSpec([2], tf.int32),  # network input size (h, w)
-    tf.TensorSpec([2], tf.int32),  # output size (h, w)
+    tf.TensorSpec([2], tf.int32),  # output size (h, w); (0, 0): the network's own output size
     tf.TensorSpec([], tf.bool),  # mirror the input and un-mirror the logits
 ]
 # One traced forward function for the most recently used model: it closes over the model,
@@ -32,12 +32,14 @@ _CACHE: dict[str, object] = {}
 
 def _resize_if_needed(x: tf.Tensor, hw: tf.Tensor) -> tf.Tensor:
     # Skipping the identity resize keeps the single-scale path bit-identical to a plain call.
-    same = tf.reduce_all(tf.equal(tf.shape(x)[1:3], hw))
+    same = tf.reduce_all(tf.equal(tf.shape(x)[1:3], hw)) | tf.reduce_all(tf.equal(hw, 0))
     return tf.cond(same, lambda: x, lambda: tf.image.resize(x, hw, method="bilinear"))
 
 
-def _forward(model):
-    """The traced pass ``(images, in_hw, out_hw, flip) -> float32 logits at out_hw`` for ``model``."""
+def traced_forward(model):
+    """THE traced test pass ``(images, in_hw, out_hw, flip) -> float32 logits at out_hw`` of
+    ``model`` (``out_hw = (0, 0)``: at the network's output size), shared by evaluation
+    (:func:`predict_probs`) and the label step's cached stride logits."""
     if _CACHE.get("model") is model:
         return _CACHE["fn"]
 
@@ -58,7 +60,8 @@ def scaled_size(hw: Sequence[int], factor: float) -> tuple[int, int]:
     return max(1, int(hw[0] * factor + 0.5)), max(1, int(hw[1] * factor + 0.5))
 
 
-def _passes(scales: Sequence[float], flip: bool) -> list[tuple[float, bool]]:
+def inference_passes(scales: Sequence[float], flip: bool) -> list[tuple[float, bool]]:
+    """The test passes ``(scale, mirrored)``: every scale, unmirrored then (``flip``) mirrored."""
     if not scales or min(scales) <= 0:
         raise ValueError(f"scales must be a non-empty list of positive numbers, got {list(scales)}")
     return [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
@@ -76,7 +79,7 @@ def _batched(image) -> tuple[tf.Tensor, bool]:
 def _pass_logits(model, x: tf.Tensor, scale: float, flip: bool, input_scale: float,
                  size: tuple[int, int]) -> tf.Tensor:
     in_hw = scaled_size((int(x.shape[1]), int(x.shape[2])), scale * input_scale)
-    return _forward(model)(x, tf.constant(in_hw, tf.int32), tf.constant(size, tf.int32),
+    return traced_forward(model)(x, tf.constant(in_hw, tf.int32), tf.constant(size, tf.int32),
                            tf.constant(flip))
 
 
@@ -90,7 +93,7 @@ def predict_probs(model, image, scales: Sequence[float] = (1.0,), flip: bool = F
     x, single = _batched(image)
     out_hw = tuple(size) if size is not None else (int(x.shape[1]), int(x.shape[2]))
     total = None
-    passes = _passes(scales, flip)
+    passes = inference_passes(scales, flip)
     for scale, mirrored in passes:
         probs = tf.nn.softmax(_pass_logits(model, x, scale, mirrored, input_scale, out_hw), axis=-1)
         total = probs if total is None else total + probs

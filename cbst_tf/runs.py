@@ -1,27 +1,28 @@
-"""Run directories: where each step of an experiment writes, and its completion markers."""
+"""The one lifecycle every step goes through (:func:`step`): runtime setup, the DONE check
+(naming the config keys that differ), the step ``.lock``, stale-temporary cleanup, the
+resolved ``config.yaml``, and ``DONE`` at the end. Where a step writes: :mod:`cbst_tf.layout`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cbst_tf.config import Config, save_resolved
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_text, remove_stale_temps
+from cbst_tf.layout import (  # noqa: F401 - the run layout, re-exported for existing callers
+    FINAL,
+    RunLayout,
+    pretrained_weights,
+    priors_file,
+    require,
+    weights_before_round,
+)
 from cbst_tf.progress import log
 
-
-def step_dir(cfg: Config, *parts: str) -> Path:
-    """``runtime.workdir/<parts...>``, created on demand."""
-    workdir = Path(cfg.runtime.workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise CbstError(f"runtime.workdir: {workdir} exists and is not a directory")
-    path = workdir.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-_SHARED_STEPS = ("label",)  # slices of one label step run at once on several machines, by design
 _LOCK = ".lock"
 _HELD: list[Path] = []
 
@@ -70,17 +71,68 @@ def release_locks() -> None:
 _STARTED: list[Path] = []  # step directories this process started (pruned if the step fails early)
 
 
-def start_step(cfg: Config, *parts: str) -> Path:
-    """Create a step's directory, remove temporaries of killed runs, write the resolved config."""
-    path = step_dir(cfg, *parts)
-    if parts and parts[-1] not in _SHARED_STEPS:
+def _start(cfg: Config, path: Path, lock: bool) -> Path:
+    workdir = Path(cfg.runtime.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise CbstError(f"runtime.workdir: {workdir} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    if lock:
         _lock(path)
-    if parts:  # the workdir root holds the other steps' directories: each cleans its own
+    if path != workdir:  # the workdir root holds the other steps' directories: each cleans its own
         for stale in remove_stale_temps(path):
             log(f"removed {stale} left by a killed run")
     save_resolved(cfg, path)
     _STARTED.append(path)
     return path
+
+
+@dataclass
+class Step:
+    """A step inside :func:`step`: its directory, the runtime it runs under, whether it was
+    already DONE, what ``prepare`` returned, and the ``DONE`` summary the body sets when it finishes."""
+
+    path: Path
+    runtime: Any  # cbst_tf.runtime.Runtime
+    done: bool
+    plan: Any = None
+    summary: str | None = None
+
+    def finish(self, summary: str) -> None:
+        """Write ``DONE`` (with ``summary``) when the ``with`` block ends without an error."""
+        self.summary = summary
+
+
+@contextlib.contextmanager
+def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | None = None,
+         ignore: tuple[str, ...] = (), lock: bool = True, resumable: bool = True,
+         record: bool = True) -> Iterator[Step]:
+    """The lifecycle of every ``run_*``: one place, so no step runs without the runtime settings.
+
+    1. ``runtime.setup(cfg)`` (strategy, precision policy, seeds, op determinism), ALSO when
+       the step is already done: a resumed run then continues exactly like an uninterrupted one;
+    2. ``resumable`` and ``DONE`` present: say so (and which config keys differ), yield
+       ``done=True``; the body returns the existing outputs;
+    3. ``prepare(runtime)``: check the inputs before anything is created (its result is ``plan``);
+    4. ``record``: create the directory, take ``.lock`` (``lock``; not for steps run in slices
+       on several machines), remove temporaries of killed runs, write the resolved ``config.yaml``;
+    5. after the body: ``DONE`` with the summary it gave :meth:`Step.finish` (a step that
+       writes its own ``DONE``, like the sliced label step, gives none).
+    """
+    from cbst_tf.runtime import setup
+
+    path = Path(path)
+    rt = setup(cfg)
+    if resumable and is_done(path):
+        report_done(cfg, path, what, ignore)
+        yield Step(path, rt, done=True)
+        return
+    plan = prepare(rt) if prepare is not None else None
+    if record:
+        _start(cfg, path, lock)
+    run = Step(path, rt, done=False, plan=plan)
+    yield run
+    if run.summary is not None:
+        mark_done(path, run.summary)
 
 
 def prune_failed_steps() -> list[Path]:
@@ -123,42 +175,6 @@ def mark_done(path: Path, summary: str = "") -> None:
     if lock in _HELD:
         _HELD.remove(lock)
         lock.unlink(missing_ok=True)
-
-
-def round_dir(cfg: Config, round_: int, step: str) -> Path:
-    """``<workdir>/round_R/<step>`` (step = ``label`` or ``finetune``), created on demand."""
-    return step_dir(cfg, f"round_{round_}", step)
-
-
-def pretrained_weights(cfg: Config) -> Path:
-    """The source model: ``selftrain.source_weights`` or ``<workdir>/pretrain/final.weights.h5``."""
-    if cfg.selftrain.source_weights:
-        return Path(cfg.selftrain.source_weights)
-    return Path(cfg.runtime.workdir) / "pretrain" / "final.weights.h5"
-
-
-def weights_before_round(cfg: Config, round_: int) -> Path:
-    """The model that round R labels with and finetunes from (block coordinate descent, sec. 4.1).
-
-    Round 1 starts from the source model; round R > 1 from round R-1's finetuned model.
-    """
-    if round_ <= 1:
-        return pretrained_weights(cfg)
-    return Path(cfg.runtime.workdir) / f"round_{round_ - 1}" / "finetune" / "final.weights.h5"
-
-
-def priors_file(cfg: Config) -> Path:
-    """``selftrain.priors`` or ``<workdir>/priors/priors.npy``."""
-    if cfg.selftrain.priors:
-        return Path(cfg.selftrain.priors)
-    return Path(cfg.runtime.workdir) / "priors" / "priors.npy"
-
-
-def require(path: Path, what: str, hint: str) -> Path:
-    """A one-line error naming a missing input file and the command that makes it."""
-    if not Path(path).is_file():
-        raise CbstError(f"{path}: {what} not found ({hint})")
-    return Path(path)
 
 
 # Keys that never change a step's result: a rerun that differs only in them is not reported.

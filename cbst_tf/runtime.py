@@ -1,6 +1,7 @@
 """The one place that sets up how TensorFlow executes: strategy, precision, seeds, determinism, XLA.
 
-``setup(cfg)`` is called by every step before it builds a model. The tf.distribute strategy
+``setup(cfg)`` is called for every step by its lifecycle (:func:`cbst_tf.runs.step`), also
+when the step is already done, so a resumed run continues under the same settings. The tf.distribute strategy
 is created once per process and cached: a strategy cannot be re-created after TensorFlow has
 initialised its devices (and MultiWorkerMirroredStrategy starts a gRPC server), so a second
 call asking for a *different* strategy is a one-line error. Precision policy, seeds and op

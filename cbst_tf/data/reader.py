@@ -1,7 +1,9 @@
 """tf.data pipelines over converted TFRecord directories (contract: docs/ARCHITECTURE.md).
 
-``train_dataset``: infinite, shuffled, augmented (appendix A; hard-sample mining of
-section 5), optionally mixing several directories. ``eval_dataset``: ordered, unbatched,
+``mixed_batches``: THE training input (pretrain and finetune): each :class:`Source`
+(directory + its own subset, hard-sample mining of section 5 and seed) yields infinite,
+shuffled, augmented (appendix A) unbatched examples; the sources are mixed, then batched,
+in one place. ``train_dataset`` is its shorthand for directories with the same options. ``eval_dataset``: ordered, unbatched,
 with ``source_id`` and the raw bytes, sliceable across workers.
 
 Host memory: shuffling happens on *serialized* records (compressed bytes), and decode
@@ -12,6 +14,7 @@ dozen decoded 1024x2048 float images already take gigabytes.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ from cbst_tf.data.manifest import read_manifest
 from cbst_tf.data.tfrecord import parse_example, parse_source_id
 from cbst_tf.errors import CbstError
 
-__all__ = ["read_manifest", "train_dataset", "eval_dataset", "decode_example", "decode_image"]
+__all__ = ["Source", "decode_example", "decode_image", "eval_dataset", "mixed_batches", "read_manifest",
+           "source_examples", "train_dataset"]
 
 
 def decode_image(encoded: tf.Tensor | bytes) -> tf.Tensor:
@@ -75,6 +79,80 @@ def _records(directory: str | Path, manifest: dict, data_cfg: DataConfig, seed: 
     return ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True).repeat()
 
 
+@dataclass(frozen=True)
+class Source:
+    """One TFRecord directory of a training mix, with its own options.
+
+    ``subset``: None or the ``source_id`` strings to keep (nested source subsets of
+    finetuning; its size counts as the number of examples). ``mine_classes``/``mine_prob``:
+    hard-sample mining crops (section 5), e.g. for the pseudo-labelled target only. ``seed``:
+    its shuffling and augmentation (the same seed gives the same examples).
+    """
+
+    directory: str | Path
+    seed: int
+    subset: Collection[str] | None = None
+    mine_classes: Sequence[int] | None = None
+    mine_prob: float = 0.0
+
+
+def source_examples(source: Source, data_cfg: DataConfig, manifest: dict | None = None) -> tuple[tf.data.Dataset, int]:
+    """Infinite, shuffled, augmented UNBATCHED examples ``(image float32 [h,w,3], label int32 [h,w])``
+    of one directory, and its number of examples (to weight it in a mix)."""
+    manifest = read_manifest(source.directory) if manifest is None else manifest
+    size = manifest["num_examples"] if source.subset is None else len(set(source.subset))
+    seed = source.seed
+    crop = tuple(int(v) for v in data_cfg.crop_size)
+    mine = [int(c) for c in source.mine_classes] if source.mine_classes is not None else None
+
+    def load(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        ex = decode_example(serialized)
+        example_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        return augment(ex["image"], ex["label"], example_seed, crop_hw=crop, scale_range=data_cfg.scale_range,
+                       mean=data_cfg.image_mean, flip=data_cfg.flip, mine_classes=mine, mine_prob=source.mine_prob)
+
+    ds = _records(source.directory, manifest, data_cfg, seed + 7919, source.subset)
+    return ds.enumerate().map(load, num_parallel_calls=data_cfg.parallel_calls, deterministic=True), size
+
+
+def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: int, seed: int,
+                  weights: Sequence[float] | None = None) -> tf.data.Dataset:
+    """THE training input of every step: each source's examples, mixed by ``weights``
+    (``tf.data.Dataset.sample_from_datasets`` seeded with ``seed``; default: in proportion to
+    the sources' sizes, so every example is equally likely), then batched and prefetched.
+
+    Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``.
+    """
+    if not sources:
+        raise CbstError("train_dataset: no directories given")
+    if batch_size < 1:
+        raise CbstError(f"train_dataset: batch_size must be >= 1, got {batch_size}")
+    manifests = [read_manifest(s.directory) for s in sources]
+    sizes = [m["num_examples"] if s.subset is None else len(set(s.subset)) for m, s in zip(manifests, sources, strict=True)]
+    if weights is None:
+        weights = [float(n) for n in sizes]
+    else:
+        weights = [float(w) for w in weights]
+        if len(weights) != len(sources) or min(weights) < 0:
+            raise CbstError(f"train_dataset: weights {weights} must be {len(sources)} non-negative numbers")
+        for s, w, n in zip(sources, weights, sizes, strict=True):
+            if w > 0 and n == 0:
+                raise CbstError(f"{s.directory}: sampling weight {w} but no examples (empty subset?)")
+    keep = [i for i, w in enumerate(weights) if w > 0]
+    if not keep:
+        raise CbstError(f"train_dataset: nothing to sample from {[str(s.directory) for s in sources]}")
+    parts = [source_examples(sources[i], data_cfg, manifests[i])[0] for i in keep]
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        total = sum(weights[i] for i in keep)
+        ds = tf.data.Dataset.sample_from_datasets(parts, [weights[i] / total for i in keep], seed=seed)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if data_cfg.prefetch > 0:
+        ds = ds.prefetch(data_cfg.prefetch)
+    return ds.with_options(_options())
+
+
 def train_dataset(
     dirs: str | Path | Sequence[str | Path],
     data_cfg: DataConfig,
@@ -86,57 +164,17 @@ def train_dataset(
     mine_prob: float = 0.0,
     subsets: Sequence[Collection[str] | None] | None = None,
 ) -> tf.data.Dataset:
-    """Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``.
-
-    ``dirs``: one TFRecord directory or several, mixed by ``weights`` (default: in
-    proportion to their sizes, so every example is equally likely). ``subsets``: per
-    directory, None or the ``source_id`` strings to keep (the size of a subset counts as
-    its number of examples). ``mine_classes``/``mine_prob``: hard-sample mining crops
-    (section 5). The same ``seed`` gives the same batches.
+    """:func:`mixed_batches` of ``dirs`` (one or several directories) with the same mining
+    options for each: directory i is shuffled and augmented with seed ``seed + i``, the mix
+    is drawn with ``seed``. ``subsets``: per directory, None or the ``source_id``\ s to keep.
     """
     dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
-    if not dirs:
-        raise CbstError("train_dataset: no directories given")
     subsets = list(subsets) if subsets is not None else [None] * len(dirs)
     if len(subsets) != len(dirs):
         raise CbstError(f"train_dataset: {len(subsets)} subsets for {len(dirs)} directories")
-    if batch_size < 1:
-        raise CbstError(f"train_dataset: batch_size must be >= 1, got {batch_size}")
-    manifests = [read_manifest(d) for d in dirs]
-    sizes = [m["num_examples"] if s is None else len(set(s)) for m, s in zip(manifests, subsets, strict=True)]
-    if weights is None:
-        weights = [float(n) for n in sizes]
-    else:
-        weights = [float(w) for w in weights]
-        if len(weights) != len(dirs) or min(weights) < 0:
-            raise CbstError(f"train_dataset: weights {weights} must be {len(dirs)} non-negative numbers")
-        for d, w, n in zip(dirs, weights, sizes, strict=True):
-            if w > 0 and n == 0:
-                raise CbstError(f"{d}: sampling weight {w} but no examples (empty subset?)")
-    keep = [i for i, w in enumerate(weights) if w > 0]
-    if not keep:
-        raise CbstError(f"train_dataset: nothing to sample from {[str(d) for d in dirs]}")
-    parts = [_records(dirs[i], manifests[i], data_cfg, seed + 7919 * (i + 1), subsets[i]) for i in keep]
-    if len(parts) == 1:
-        ds = parts[0]
-    else:
-        total = sum(weights[i] for i in keep)
-        ds = tf.data.Dataset.sample_from_datasets(parts, [weights[i] / total for i in keep], seed=seed)
-
-    crop = tuple(int(v) for v in data_cfg.crop_size)
-    mine = [int(c) for c in mine_classes] if mine_classes is not None else None
-
-    def load(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        ex = decode_example(serialized)
-        example_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        return augment(ex["image"], ex["label"], example_seed, crop_hw=crop, scale_range=data_cfg.scale_range,
-                       mean=data_cfg.image_mean, flip=data_cfg.flip, mine_classes=mine, mine_prob=mine_prob)
-
-    ds = ds.enumerate().map(load, num_parallel_calls=data_cfg.parallel_calls, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if data_cfg.prefetch > 0:
-        ds = ds.prefetch(data_cfg.prefetch)
-    return ds.with_options(_options())
+    sources = [Source(d, seed + i, subset, mine_classes, mine_prob)
+               for i, (d, subset) in enumerate(zip(dirs, subsets, strict=True))]
+    return mixed_batches(sources, data_cfg, batch_size, seed, weights)
 
 
 def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[int, int] = (0, 1),

@@ -21,7 +21,8 @@ from cbst_tf import progress
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
 from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from cbst_tf.runs import is_done, mark_done, pretrained_weights, start_step
+from cbst_tf.layout import RunLayout, pretrained_weights
+from cbst_tf.runs import is_done, step
 
 FOLDS = 10
 FOLD_SEED = 2018
@@ -69,12 +70,7 @@ def _evaluate(cfg: Config, weights: Path, test_dir: Path) -> dict:
 
 def run_crossval(cfg: Config, city: str) -> dict:
     """Run (or resume) the 10 folds for ``city``; writes ``crossval/<city>/results.{json,md}``."""
-    from cbst_tf.data.reader import eval_dataset, read_manifest
-    from cbst_tf.evaluate.confusion import ConfusionMatrix
-    from cbst_tf.evaluate.evaluator import summarize
-    from cbst_tf.evaluate.report import format_table, print_table
-    from cbst_tf.selftrain.driver import run_selftrain
-    from cbst_tf.train.steps import run_pretrain
+    from cbst_tf.data.reader import read_manifest
 
     test_src = cfg.data.target_eval.format(city=city)
     if not test_src:
@@ -82,8 +78,30 @@ def run_crossval(cfg: Config, city: str) -> dict:
     manifest = read_manifest(test_src)
     if not manifest.get("labelled"):
         raise CbstError(f"{Path(test_src) / 'manifest.json'}: the city's test split has no labels")
-    base = Path(cfg.runtime.workdir) / "crossval" / city
-    start_step(cfg, "crossval", city)
+    base = RunLayout.of(cfg).crossval(city)
+    # Never skipped when DONE: a rerun resumes the folds, rebuilds the tables and re-checks the gate.
+    with step(cfg, base, f"crossval {city}", resumable=False) as run:
+        rows, report = _folds(cfg, city, test_src, base)
+        if not is_done(base):
+            run.finish(city)
+    gate_row = ROWS[cfg.selftrain.method]
+    miou, minimum = rows[gate_row]["miou"], cfg.eval.min_miou
+    if minimum is not None and (miou is None or miou < minimum):
+        shown = "undefined" if miou is None else f"{miou:.2f}"
+        gap = "" if miou is None else f" is {minimum - miou:.2f}"
+        raise GateError(f"{gate_row} pooled mIoU {shown}{gap} below --min-miou {minimum:.2f} ({city})")
+    return report
+
+
+def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dict]:
+    """Every fold and method (each resumed from its ``result.json``), pooled; writes the tables."""
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.evaluate.confusion import ConfusionMatrix
+    from cbst_tf.evaluate.evaluator import summarize
+    from cbst_tf.evaluate.report import format_table, print_table
+    from cbst_tf.selftrain.driver import run_selftrain
+    from cbst_tf.train.steps import run_pretrain
+
     source = Path(cfg.selftrain.source_weights) if cfg.selftrain.source_weights else pretrained_weights(cfg)
     if not source.is_file():
         run_pretrain(cfg)
@@ -128,12 +146,4 @@ def run_crossval(cfg: Config, city: str) -> dict:
         "| Method | " + " | ".join(str(k) for k in range(FOLDS)) + " |",
         "| --- | " + " | ".join("---:" for _ in range(FOLDS)) + " |", fold_table, ""]))
     print_table(rows, cfg.eval.protocol, title=f"{city}: pooled over {FOLDS} folds")
-    if not is_done(base):
-        mark_done(base, city)
-    gate_row = ROWS[cfg.selftrain.method]
-    miou, minimum = rows[gate_row]["miou"], cfg.eval.min_miou
-    if minimum is not None and (miou is None or miou < minimum):
-        shown = "undefined" if miou is None else f"{miou:.2f}"
-        gap = "" if miou is None else f" is {minimum - miou:.2f}"
-        raise GateError(f"{gate_row} pooled mIoU {shown}{gap} below --min-miou {minimum:.2f} ({city})")
-    return report
+    return rows, report

@@ -19,15 +19,14 @@ checked only after the outputs exist, so a failing CI run still leaves its evide
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 from typing import Any
 
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
 from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text
+from cbst_tf.layout import RunLayout, pretrained_weights, require
 from cbst_tf.progress import log
-from cbst_tf.runs import pretrained_weights, require
 
 _SUFFIXES = (".weights.h5", ".h5", ".keras")
 
@@ -35,14 +34,9 @@ _SUFFIXES = (".weights.h5", ".h5", ".keras")
 def latest_weights(cfg: Config) -> Path:
     """The newest finished model in the workdir: the last round's
     ``round_R/finetune/final.weights.h5``, else the source model (``pretrain/final.weights.h5``)."""
-    work = Path(cfg.runtime.workdir)
-    rounds = []
-    for path in work.glob("round_*/finetune/final.weights.h5"):
-        match = re.fullmatch(r"round_(\d+)", path.parent.parent.name)
-        if match and path.is_file():
-            rounds.append((int(match.group(1)), path))
+    rounds = RunLayout.of(cfg).finetuned_rounds()
     if rounds:
-        return max(rounds)[1]
+        return rounds[-1][1]
     return require(pretrained_weights(cfg), "trained weights",
                    "run `cbst-tf pretrain` / `cbst-tf selftrain` first, or pass --weights")
 
@@ -64,16 +58,9 @@ def weights_name(path: Path) -> str:
 def load_model(cfg: Config, weights: Path) -> Any:
     """The full-resolution network of ``cfg.model`` with ``weights`` (``model.weights`` is only
     an initialisation for training, so it is not loaded here)."""
-    from cbst_tf.models import build_model
-    from cbst_tf.models.weights import load_checkpoint
-    from cbst_tf.weights_check import check_weights_fit
+    from cbst_tf.models import build_from_config
 
-    model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
-                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
-                        mean=tuple(cfg.data.image_mean))
-    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
-    load_checkpoint(model, weights)
-    return model
+    return build_from_config(cfg, weights=weights)
 
 
 def _check_dataset(cfg: Config) -> tuple[Path, dict]:
@@ -94,12 +81,8 @@ def _check_dataset(cfg: Config) -> tuple[Path, dict]:
 def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = None) -> dict:
     """Evaluate ``weights`` (default :func:`latest_weights`) on ``data.target_eval``; write the
     outputs; raise :class:`GateError` (exit 3) when mIoU < ``eval.min_miou``. Returns metrics."""
-    from cbst_tf import runtime
-    from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.predictions import PredictionSaver
+    from cbst_tf import runs
     from cbst_tf.evaluate.protocols import get_protocol
-    from cbst_tf.evaluate.report import format_table, print_table
 
     protocol = get_protocol(cfg.eval.protocol)
     if cfg.data.num_classes != protocol.num_classes:
@@ -107,10 +90,21 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
                         f"{protocol.name} scores a {protocol.num_classes}-class model")
     weights = require(Path(weights), "weights file", "check --weights") if weights else latest_weights(cfg)
     directory, manifest = _check_dataset(cfg)
-    out = Path(out) if out is not None else Path(cfg.runtime.workdir) / "eval" / weights_name(weights)
     name = weights_name(weights)
+    out = Path(out) if out is not None else RunLayout.of(cfg).eval(name)
+    with runs.step(cfg, out, "evaluate", resumable=False, record=False):  # outputs: metrics.json last
+        metrics = _evaluate(cfg, weights, directory, manifest, protocol, out, name)
+    _gate(metrics["miou"], cfg.eval.min_miou)
+    return metrics
 
-    runtime.setup(cfg)
+
+def _evaluate(cfg: Config, weights: Path, directory: Path, manifest: dict, protocol: Any, out: Path,
+              name: str) -> dict:
+    from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.evaluate.evaluator import evaluate_model
+    from cbst_tf.evaluate.predictions import PredictionSaver
+    from cbst_tf.evaluate.report import format_table, print_table
+
     model = load_model(cfg, weights)
     log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
         f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}, upsample {cfg.eval.upsample}"
@@ -137,7 +131,6 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
     atomic_write_json(out / "metrics.json", metrics)
     print_table({name: metrics}, protocol, title=title)
     log(f"evaluate: wrote {out / 'metrics.json'}")
-    _gate(metrics["miou"], cfg.eval.min_miou)
     return metrics
 
 

@@ -9,6 +9,7 @@ images ``(N, H, W, 3)`` of any size to float32 logits ``(N, H, W, num_classes)``
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -59,13 +60,28 @@ def build_model(name: str, num_classes: int, width: float = 1.0, weights: str | 
     return model
 
 
-def build_from_config(cfg: Any, **options: Any) -> keras.Model:
-    """``build_model`` from ``cfg.model`` and ``cfg.data`` (extra options, e.g. ``upsample``)."""
+def build_from_config(cfg: Any, weights: str | Path | None = None, *, init: bool = True,
+                      **options: Any) -> keras.Model:
+    """THE network of ``cfg.model`` / ``cfg.data`` (extra options, e.g. ``upsample``, ``input_hw``).
+
+    ``weights``: a trained ``.weights.h5`` (a step's model) to load, checked against the
+    configured network first; ``model.weights`` (an ImageNet initialisation for training) is
+    then not loaded. Without ``weights`` the network starts from ``model.weights`` when
+    ``init``, else from its random initialisation (``model summary`` only counts it).
+    """
     m = cfg.model
     opts = {"dropout": m.dropout, "freeze_bn": m.freeze_bn, "mean": tuple(cfg.data.image_mean),
             "bn_epsilon": m.bn_epsilon}
     opts.update(options)
-    return build_model(m.name, cfg.data.num_classes, m.width, m.weights, **opts)
+    model = build_model(m.name, cfg.data.num_classes, m.width, m.weights if init and weights is None else None,
+                        **opts)
+    if weights is not None:
+        from cbst_tf.models.weights import load_checkpoint
+        from cbst_tf.weights_check import check_weights_fit
+
+        check_weights_fit(model, weights, m.name, m.width, cfg.data.num_classes)
+        load_checkpoint(model, weights)
+    return model
 
 
 def classifier_variables(model: keras.Model) -> list:

@@ -20,7 +20,7 @@ from typing import Any
 
 import keras
 
-from cbst_tf.models import build_model
+from cbst_tf.models import build_from_config
 
 
 def layer_flops(layer: keras.layers.Layer) -> int:
@@ -49,9 +49,7 @@ def print_summary(cfg: Any, input_hw: tuple[int, int], as_json: bool = False) ->
     with it exactly one JSON object on stdout.
     """
     h, w = (int(v) for v in input_hw)
-    model = build_model(cfg.model.name, cfg.data.num_classes, cfg.model.width, None,
-                        dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
-                        mean=tuple(cfg.data.image_mean), input_hw=(h, w))
+    model = build_from_config(cfg, init=False, input_hw=(h, w))
     result = {"name": cfg.model.name, "params": int(model.count_params()),
               "flops": int(model_flops(model)), "input": [h, w]}
     if as_json:

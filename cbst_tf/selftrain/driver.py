@@ -15,7 +15,8 @@ from cbst_tf import progress
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.runs import is_done, priors_file, round_dir, start_step, step_dir, weights_before_round
+from cbst_tf.layout import RunLayout, priors_file, weights_before_round
+from cbst_tf.runs import is_done, step
 
 
 def _require_source_model(cfg: Config) -> None:
@@ -31,10 +32,16 @@ def _require_source_model(cfg: Config) -> None:
 
 def run_selftrain(cfg: Config) -> Path:
     """Run (or resume) the whole experiment; returns the final model's weights file."""
+    _require_source_model(cfg)
+    layout = RunLayout.of(cfg)
+    # The run directory's own config.yaml; each step below has its own lifecycle (and DONE).
+    with step(cfg, layout.root, "selftrain", resumable=False, lock=False):
+        return _rounds(cfg, layout)
+
+
+def _rounds(cfg: Config, layout: RunLayout) -> Path:
     from cbst_tf.train.steps import run_finetune, run_pretrain
 
-    _require_source_model(cfg)
-    start_step(cfg)
     method = cfg.selftrain.method
     if not cfg.selftrain.source_weights:
         run_pretrain(cfg)
@@ -45,18 +52,17 @@ def run_selftrain(cfg: Config) -> Path:
     rounds = 0 if method == "source_only" else cfg.selftrain.rounds
     summary = []
     for r in range(1, rounds + 1):
-        if not is_done(round_dir(cfg, r, "label")):
+        if not is_done(layout.label(r)):
             from cbst_tf.selftrain.label_step import run_label
 
             run_label(cfg, r)
-        if not is_done(round_dir(cfg, r, "finetune")):
+        if not is_done(layout.finetune(r)):
             run_finetune(cfg, r)
-        stats = read_json(round_dir(cfg, r, "label") / "stats.json")
+        stats = read_json(layout.stats(r))
         summary.append({k: stats[k] for k in ("round", "portion", "thresholds", "predicted_pixels",
                                               "selected_pixels", "rare_classes", "pseudo_label_quality")
                         if k in stats})
         progress.log(f"round {r}/{rounds} done")
     final = weights_before_round(cfg, rounds + 1)
-    atomic_write_json(step_dir(cfg) / "selftrain.json", {"method": method, "rounds": summary,
-                                                         "final_weights": str(final)})
+    atomic_write_json(layout.selftrain_summary, {"method": method, "rounds": summary, "final_weights": str(final)})
     return final

@@ -31,8 +31,9 @@ from cbst_tf import progress, runs
 from cbst_tf.algos.quality import quality_counts
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
+from cbst_tf.inference import inference_passes
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.runs import is_done, priors_file, require, round_dir, start_step, weights_before_round
+from cbst_tf.layout import RunLayout, priors_file, require, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.histogram_file import load_histogram, save_histogram
 from cbst_tf.selftrain.logit_cache import (
@@ -81,19 +82,14 @@ class _PriorsAtSize:
         return self.cache[size]
 
 
-def _load_label_model(cfg: Config, round_: int):
-    from cbst_tf.models import build_model
-    from cbst_tf.models.weights import load_checkpoint
-    from cbst_tf.weights_check import check_weights_fit
+def _stride_logits(cfg: Config, round_: int) -> StrideLogits:
+    """The round's model (without its final upsampling) as cached test passes."""
+    from cbst_tf.models import build_from_config
 
     weights = require(weights_before_round(cfg, round_), "model weights",
                       "run `cbst-tf pretrain`" if round_ == 1 else f"run `cbst-tf finetune --round {round_ - 1}`")
-    model = build_model(cfg.model.name, cfg.data.num_classes, width=cfg.model.width, weights=None,
-                        upsample=False, dropout=cfg.model.dropout, freeze_bn=cfg.model.freeze_bn, bn_epsilon=cfg.model.bn_epsilon,
-                        mean=tuple(cfg.data.image_mean))
-    check_weights_fit(model, weights, cfg.model.name, cfg.model.width, cfg.data.num_classes)
-    load_checkpoint(model, weights)
-    return model, weights
+    model = build_from_config(cfg, weights=weights, upsample=False)
+    return StrideLogits(model, cfg.selftrain.test_scales, cfg.selftrain.test_flip, cfg.data.input_scale)
 
 
 def _target_examples(cfg: Config, shard: tuple[int, int], decode: bool = True):
@@ -116,8 +112,7 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     out = _hist_path(label_dir, *shard)
     if out.is_file():
         return
-    model, _ = _load_label_model(cfg, round_)
-    infer = StrideLogits(model, cfg.selftrain.test_scales, cfg.selftrain.test_flip, cfg.data.input_scale)
+    infer = _stride_logits(cfg, round_)
     cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
     hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
@@ -209,7 +204,7 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     warned: list[str] = []
     protocol = get_protocol(cfg.eval.protocol)
     previews: list = []
-    num_passes = len(cfg.selftrain.test_scales) * (2 if cfg.selftrain.test_flip else 1)
+    num_passes = len(inference_passes(cfg.selftrain.test_scales, cfg.selftrain.test_flip))
 
     def records():  # one image at a time (plus a few cache files read ahead): a slice never sits in memory
         infer = None
@@ -223,8 +218,7 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
             image = decode_image(ex["encoded"]) if logits is None or preview else None
             if logits is None:  # cache deleted or phases run on different machines: recompute
                 if infer is None:
-                    infer = StrideLogits(_load_label_model(cfg, round_)[0], cfg.selftrain.test_scales,
-                                         cfg.selftrain.test_flip, cfg.data.input_scale)
+                    infer = _stride_logits(cfg, round_)
                 logits = infer(image)
             labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
             selected[:] += counts[:c]
@@ -247,13 +241,22 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
 
 def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: str = "all") -> Path:
     """Pseudo-label the target for round R; returns ``<workdir>/round_R/label``."""
-    mode, use_priors = method_mode(cfg)
-    label_dir = round_dir(cfg, round_, "label")
-    if is_done(label_dir):
-        runs.report_done(cfg, label_dir, f"round {round_} label")
-        return label_dir
-    start_step(cfg, f"round_{round_}", "label")
-    priors = _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes) if use_priors else None)
+    label_dir = RunLayout.of(cfg).label(round_)
+
+    def inputs(_rt) -> _PriorsAtSize:
+        _, use_priors = method_mode(cfg)
+        return _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes) if use_priors else None)
+
+    # Slices of one label step run at once on several machines: no lock; the last one writes DONE.
+    with runs.step(cfg, label_dir, f"round {round_} label", prepare=inputs, lock=False) as run:
+        if run.done:
+            return label_dir
+        _label(cfg, label_dir, round_, shard, phase, run.plan)
+    return label_dir
+
+
+def _label(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], phase: str,
+           priors: _PriorsAtSize) -> None:
     if phase in ("all", "stats"):
         _phase_stats(cfg, label_dir, round_, shard, priors)
     if phase == "all" and shard[1] > 1:
@@ -262,13 +265,11 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
         if missing:
             progress.log(f"round {round_} label: shard {shard[0]}/{shard[1]} stats written; "
                          f"waiting for shard(s) {missing} before --phase write")
-            return label_dir
+            return
     if phase in ("all", "write"):
         _phase_write(cfg, label_dir, round_, shard, priors)
-    if is_done(label_dir):
+    if runs.is_done(label_dir):
         shutil.rmtree(label_dir / "cache", ignore_errors=True)
         stats = read_json(label_dir / "stats.json")
         progress.log(f"round {round_} label: p={stats['portion']:.2f}, selected "
                      f"{sum(stats['selected_pixels']) / max(1, sum(stats['predicted_pixels'])):.1%} of target pixels")
-    return label_dir
-

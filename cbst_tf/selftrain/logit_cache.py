@@ -22,38 +22,31 @@ import numpy as np
 import tensorflow as tf
 
 from cbst_tf.errors import CbstError
-from cbst_tf.inference import scaled_size
+from cbst_tf.inference import inference_passes, scaled_size, traced_forward
 from cbst_tf.io import atomic_path
 
 
 class StrideLogits:
     """``image -> [float16 logits at the output stride, one tensor per test pass]`` for a
     model without its final upsampling (``build_model(..., upsample=False)``); the tensors
-    stay on the device."""
+    stay on the device. The passes and the traced forward are evaluation's
+    (:func:`~cbst_tf.inference.inference_passes`, :func:`~cbst_tf.inference.traced_forward`)."""
 
     def __init__(self, model, scales: Sequence[float], flip: bool, input_scale: float = 1.0):
         self.model = model
-        self.passes = [(float(s), f) for s in scales for f in ((False, True) if flip else (False,))]
+        self.passes = inference_passes(scales, flip)
         self.input_scale = float(input_scale)
-
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
-                                      tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.bool)])
-        def forward(image, in_hw, flip):
-            x = tf.image.resize(image, in_hw, method="bilinear")
-            x = tf.cond(flip, lambda: tf.reverse(x, axis=[2]), lambda: x)
-            logits = tf.cast(model(x, training=False), tf.float32)
-            logits = tf.cond(flip, lambda: tf.reverse(logits, axis=[2]), lambda: logits)
-            return tf.cast(logits[0], tf.float16)
-
-        self._forward = forward
+        self._forward = traced_forward(model)
 
     def __call__(self, image: np.ndarray | tf.Tensor) -> list[tf.Tensor]:
         image = tf.convert_to_tensor(image, tf.float32)[tf.newaxis]
         hw = (int(image.shape[1]), int(image.shape[2]))
+        at_stride = tf.constant((0, 0), tf.int32)
         out = []
         for scale, flip in self.passes:
             in_hw = scaled_size(hw, scale * self.input_scale)
-            out.append(self._forward(image, tf.constant(in_hw, tf.int32), tf.constant(flip)))
+            logits = self._forward(image, tf.constant(in_hw, tf.int32), at_stride, tf.constant(flip))
+            out.append(tf.cast(logits[0], tf.float16))
         return out
 
 

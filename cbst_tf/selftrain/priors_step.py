@@ -27,8 +27,9 @@ from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from cbst_tf.labels import CLASS_NAMES
+from cbst_tf.layout import RunLayout
 from cbst_tf.progress import log, track
-from cbst_tf.runs import is_done, mark_done, report_done, start_step, step_dir
+from cbst_tf.runs import step
 
 _SUM_TOLERANCE = 1e-3
 
@@ -114,22 +115,30 @@ def _png(image: np.ndarray) -> bytes:
 
 def run_priors(cfg: Config) -> Path:
     """Count, smooth and normalise the source class frequencies; return ``priors.npy``'s path."""
+    layout = RunLayout.of(cfg)
+    with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
+              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds")) as run:
+        if not run.done:
+            run.finish(_count(cfg, run.path, layout.priors_file, run.plan))
+    return layout.priors_file
+
+
+def _source_manifest(cfg: Config) -> dict:
     from cbst_tf.data.manifest import read_manifest
 
-    out = step_dir(cfg, "priors")
-    target = out / "priors.npy"
-    if is_done(out):
-        report_done(cfg, out, "priors", ignore=("train.", "model.", "selftrain.method", "selftrain.rounds"))
-        return target
     if not cfg.data.source:
         raise CbstError("data.source: not set (the labelled source TFRecord directory)")
     source = Path(cfg.data.source)
     manifest = read_manifest(source)
-    num_classes = cfg.data.num_classes
-    if int(manifest["num_classes"]) != num_classes:
+    if int(manifest["num_classes"]) != cfg.data.num_classes:
         raise CbstError(f"{source / 'manifest.json'}: num_classes {manifest['num_classes']} != "
-                        f"data.num_classes {num_classes}")
-    start_step(cfg, "priors")
+                        f"data.num_classes {cfg.data.num_classes}")
+    return manifest
+
+
+def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
+    """Write the priors, their description and heat maps; return the DONE summary."""
+    source, num_classes = Path(cfg.data.source), cfg.data.num_classes
     prior_size = tuple(cfg.selftrain.prior_size)
     acc = PriorAccumulator(num_classes, prior_size)
     first = None
@@ -168,10 +177,9 @@ def run_priors(cfg: Config) -> Path:
         "unseen_classes_uniform": unseen,
     })
     atomic_save_npy(target, priors)
-    mark_done(out, f"priors {priors.shape} from {acc.num_images} images")
     log(f"priors: wrote {target} ({priors.shape[0]}x{priors.shape[1]}, {num_classes} classes, "
         f"{acc.num_images} images)")
-    return target
+    return f"priors {priors.shape} from {acc.num_images} images"
 
 
 def load_priors(path: str | Path, num_classes: int | None = None) -> np.ndarray:

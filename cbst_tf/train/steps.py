@@ -11,7 +11,6 @@ round lasts ``selftrain.epochs_per_round`` epochs (appendix A: two target epochs
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from cbst_tf.algos.policy import source_count
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
-from cbst_tf.runtime import Runtime, per_replica_batch, setup
+from cbst_tf.layout import RunLayout
+from cbst_tf.runtime import Runtime, per_replica_batch
 from cbst_tf.train.checkpoint import export_weights
 from cbst_tf.train.loop import DatasetFn, train
 from cbst_tf.train.optimizer import build_optimizer
-
-FINAL = "final.weights.h5"
 
 
 def segment_seed(seed: int, segment: int) -> int:
@@ -68,106 +66,88 @@ def read_source_ids(directory: str | Path) -> list[str]:
 
 
 def _pretrain_data(cfg: Config) -> DatasetFn:
-    from cbst_tf.data.reader import train_dataset
+    from cbst_tf.data.reader import Source, mixed_batches
 
     def dataset_fn(segment: int) -> tf.data.Dataset:
-        return train_dataset(cfg.data.source, cfg.data, cfg.train.global_batch_size,
-                             segment_seed(cfg.runtime.seed, segment))
+        seed = segment_seed(cfg.runtime.seed, segment)
+        return mixed_batches([Source(cfg.data.source, seed)], cfg.data, cfg.train.global_batch_size, seed)
 
     return dataset_fn
-
-
-def _finish(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
-    return ds.prefetch(cfg.data.prefetch) if cfg.data.prefetch > 0 else ds
 
 
 def _finetune_data(cfg: Config, pseudo: Path, subset: list[str], n_target: int,
                    rare: list[int]) -> DatasetFn:
     """Source subset + pseudo-labelled target, mixed in proportion to their sizes.
 
-    The reader applies mining to every directory it is given, so the two domains are read
-    separately and mixed here: mining only centres *target* crops (section 5).
+    Mining only centres *target* crops (section 5): it is an option of the target source.
     """
-    from cbst_tf.data.reader import train_dataset
-
-    batch = cfg.train.global_batch_size
+    from cbst_tf.data.reader import Source, mixed_batches
 
     def dataset_fn(segment: int) -> tf.data.Dataset:
         seed = segment_seed(cfg.runtime.seed, segment)
-        target = train_dataset(pseudo, cfg.data, 1, seed, mine_classes=rare or None,
-                               mine_prob=cfg.selftrain.mine_port if rare else 0.0).unbatch()
+        target = Source(pseudo, seed, mine_classes=rare or None, mine_prob=cfg.selftrain.mine_port if rare else 0.0)
         if not subset:
-            return _finish(target.batch(batch, drop_remainder=True), cfg)
-        source = train_dataset(cfg.data.source, cfg.data, 1, seed + 1, subsets=[subset]).unbatch()
-        total = len(subset) + n_target
-        mixed = tf.data.Dataset.sample_from_datasets(
-            [source, target], [len(subset) / total, n_target / total], seed=seed + 2)
-        return _finish(mixed.batch(batch, drop_remainder=True), cfg)
+            return mixed_batches([target], cfg.data, cfg.train.global_batch_size, seed)
+        source = Source(cfg.data.source, seed + 1, subset=subset)
+        return mixed_batches([source, target], cfg.data, cfg.train.global_batch_size, seed + 2,
+                             weights=[len(subset), n_target])
 
     return dataset_fn
 
 
 def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int | None):
     from cbst_tf.models import build_from_config
-    from cbst_tf.models.weights import load_checkpoint
-    from cbst_tf.weights_check import check_weights_fit
 
-    with rt.strategy.scope():
-        if init is None:
-            model = build_from_config(cfg)
-        else:  # the previous round's model replaces any ImageNet initialisation
-            no_init = copy.deepcopy(cfg)
-            no_init.model.weights = None
-            model = build_from_config(no_init)
-            check_weights_fit(model, init, cfg.model.name, cfg.model.width, cfg.data.num_classes)
-            load_checkpoint(model, init)
+    with rt.strategy.scope():  # the previous round's model (init) replaces any ImageNet initialisation
+        model = build_from_config(cfg, weights=init)
         optimizer = build_optimizer(cfg, model, total_steps=steps, round_=round_)
     return model, optimizer
 
 
-def _train_step(cfg: Config, out: Path, rt: Runtime, dataset_fn: DatasetFn, steps: int,
+def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
                 init: Path | None, round_: int | None, description: str) -> Path:
+    out, rt = run.path, run.runtime
     model, optimizer = _build(cfg, rt, init, steps, round_)
     t = cfg.train
     result = train(model, optimizer, dataset_fn, rt, steps=steps, ckpt_dir=out / "ckpt",
                    checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
                    log_every=t.log_every, tb_dir=out / "tb", description=description)
-    final = out / FINAL
+    final = RunLayout.final(out)
     if rt.is_chief:
         export_weights(model, final)
         last = f" last_loss={result.losses[-1]:.6g}" if result.losses else ""
-        runs.mark_done(out, f"steps={result.step}{last}")
+        run.finish(f"steps={result.step}{last}")
     return final
 
 
-def run_pretrain(cfg: Config) -> Path:
-    """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
-    out = Path(cfg.runtime.workdir) / "pretrain"  # created only once the inputs are checked
-    if runs.is_done(out):
-        runs.report_done(cfg, out, "pretrain", ignore=("selftrain.",))
-        return out / FINAL
+def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
     if not cfg.data.source:
         raise CbstError("data.source: no source TFRecord directory configured")
     from cbst_tf.data.manifest import check_training_data
 
     check_training_data(cfg.data.source, cfg.data.num_classes, "data.source")
-    rt = setup(cfg)
     per_replica_batch(cfg.train.global_batch_size, rt.strategy)
-    runs.start_step(cfg, "pretrain")
-    return _train_step(cfg, out, rt, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
+
+
+def run_pretrain(cfg: Config) -> Path:
+    """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
+    out = RunLayout.of(cfg).pretrain
+    with runs.step(cfg, out, "pretrain", ignore=("selftrain.",), prepare=lambda rt: _pretrain_inputs(cfg, rt)) as run:
+        if run.done:
+            return RunLayout.final(out)
+        return _train_step(cfg, run, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
 
 
 def finetune_plan(cfg: Config, round_: int) -> dict:
     """Inputs of round R's finetuning, checked: init weights, pseudo-labels, rare classes, sizes."""
-    work = Path(cfg.runtime.workdir)
+    layout = RunLayout.of(cfg)
     init = runs.weights_before_round(cfg, round_)
     if not init.is_file():
         raise CbstError(f"{init}: model to finetune from not found (run the previous step first)")
-    label_dir = work / f"round_{round_}" / "label"
-    pseudo = label_dir / "pseudo"
+    pseudo = layout.pseudo(round_)
     if not (pseudo / "manifest.json").is_file():
         raise CbstError(f"{pseudo / 'manifest.json'}: pseudo-labels not found (run `cbst-tf label --round {round_}`)")
-    stats_path = label_dir / "stats.json"
+    stats_path = layout.stats(round_)
     rare = read_json(stats_path).get("rare_classes", [])
     if not isinstance(rare, list) or not all(isinstance(c, int) and 0 <= c < 255 for c in rare):
         raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {rare!r}")
@@ -182,15 +162,18 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
             "steps": max(steps, 1)}
 
 
+def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
+    plan = finetune_plan(cfg, round_)
+    per_replica_batch(cfg.train.global_batch_size, rt.strategy)
+    return plan
+
+
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
-    out = Path(cfg.runtime.workdir) / f"round_{round_}" / "finetune"  # created once the inputs are checked
-    if runs.is_done(out):
-        runs.report_done(cfg, out, f"finetune round {round_}")
-        return out / FINAL
-    plan = finetune_plan(cfg, round_)
-    rt = setup(cfg)
-    per_replica_batch(cfg.train.global_batch_size, rt.strategy)
-    runs.start_step(cfg, f"round_{round_}", "finetune")
-    data = _finetune_data(cfg, plan["pseudo"], plan["subset"], plan["n_target"], plan["rare"])
-    return _train_step(cfg, out, rt, data, plan["steps"], plan["init"], round_, f"finetune round {round_}")
+    out = RunLayout.of(cfg).finetune(round_)
+    with runs.step(cfg, out, f"finetune round {round_}", prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
+        if run.done:
+            return RunLayout.final(out)
+        plan = run.plan
+        data = _finetune_data(cfg, plan["pseudo"], plan["subset"], plan["n_target"], plan["rare"])
+        return _train_step(cfg, run, data, plan["steps"], plan["init"], round_, f"finetune round {round_}")
