@@ -19,11 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cbst-tf demo --out demo_out
 
+# Two worker processes, one test file at a time each, in collection order (tests/conftest.py
+# collects the longest files first and gives each worker one TensorFlow thread); -n 0 runs serially.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check cbst_tf tests bench
