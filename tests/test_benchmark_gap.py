@@ -22,7 +22,7 @@ import pytest
 # another CPU's floating-point rounding (the same code measured 17.3 and 17.6 mIoU on two
 # machines before the benchmark change), not for a broken method. Under `make test` (pytest-xdist,
 # one TensorFlow thread per process) the same test measured 23.2 / 27.0 / 37.6 (gap 14.4, +3.8):
-# the thread count changes the rounding, and the bounds hold for both.
+# one thread (and the oracle in its own process) rounds differently, and the bounds hold for both.
 MIN_GAP = 7.0
 MIN_CBST_SP_GAIN = 2.0
 
