@@ -54,6 +54,14 @@ def _with(cfg: Config, workdir: Path, **selftrain: Any) -> Config:
     return c
 
 
+def oracle_config(cfg: Config, out: Path) -> Config:
+    """The target-supervised oracle row: source pretraining run on the labelled target train
+    split (same network, preset and budget), under ``<out>/runs/oracle``."""
+    ocfg = _with(cfg, _method_dir(out, "oracle"))
+    ocfg.data.source = cfg.data.target
+    return ocfg
+
+
 def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
     from cbst_tf.data.convert import convert_dataset
     from cbst_tf.synth.generate import synthesize
@@ -175,9 +183,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
                      priors=str(priors_file(cfg)))
         weights[method] = stage(method, run_selftrain, mcfg)
     if cfg.synth.oracle:
-        ocfg = _with(cfg, _method_dir(out, "oracle"))
-        ocfg.data.source = cfg.data.target
-        weights["oracle"] = stage("oracle", run_pretrain, ocfg)
+        weights["oracle"] = stage("oracle", run_pretrain, oracle_config(cfg, out))
     results, panels = stage("evaluate", _evaluate_all, cfg, weights)
     figures = _figures(out, cfg, panels)
 

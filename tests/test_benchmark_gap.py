@@ -9,7 +9,6 @@ pipeline (synth -> convert -> pretrain -> priors -> label/finetune rounds -> eva
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -44,13 +43,10 @@ run_pretrain(configs(Path(sys.argv[1]))[1])
 
 def configs(out: Path):
     """The demo preset at seed 0 (data and source runs under ``out``) and its oracle twin."""
-    from cbst_tf.demo import demo_config
+    from cbst_tf.demo import demo_config, oracle_config
 
     cfg = demo_config(None, [], out, seed=0, fast=False)
-    oracle = copy.deepcopy(cfg)
-    oracle.data.source = cfg.data.target
-    oracle.runtime.workdir = str(out / "runs" / "oracle")
-    return cfg, oracle
+    return cfg, oracle_config(cfg, out)
 
 
 @pytest.mark.slow
