@@ -59,14 +59,20 @@ def random_style(rng: np.random.Generator) -> Style:
                       blur=u(0.3, 0.8), vignette=u(0.0, 0.2), noise=u(1.0, 5.0), jitter=0.1, variety=0.0)
 
 
+def render_stylized(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One corpus image: (RGB uint8 (H, W, 3), train ids (H, W)); like ``generate.render``,
+    but the style is drawn from the image's own RNG after its scene."""
+    rng = image_rng(seed, "stylized", index)
+    scene = render_scene(rng, size[0], size[1], SOURCE_GEOMETRY)
+    return render_image(scene, random_style(rng), rng), scene.labels
+
+
 def render_corpus(out: Path, n: int, seed: int, size: tuple[int, int]) -> None:
     """``n`` style-randomised source scenes in the GTA5 layout under ``out`` (atomically)."""
     with atomic_dir(out) as tmp:
         for i in progress.track(range(n), total=n, description="stylized corpus"):
-            rng = image_rng(seed, "stylized", i)
-            scene = render_scene(rng, size[0], size[1], SOURCE_GEOMETRY)
-            rgb = render_image(scene, random_style(rng), rng)
-            for rel, data in writers.gta5_files(i, rgb, scene.labels).items():
+            rgb, train_ids = render_stylized(seed, i, size)
+            for rel, data in writers.gta5_files(i, rgb, train_ids).items():
                 writers.write(tmp, rel, data)
 
 

@@ -10,10 +10,8 @@ import numpy as np
 from cbst_tf.data.formats import gta5
 from cbst_tf.synth import probe
 from cbst_tf.synth.domains import SOURCE_STYLE
-from cbst_tf.synth.generate import image_rng, render
+from cbst_tf.synth.generate import render
 from cbst_tf.synth.geometry import SOURCE_GEOMETRY
-from cbst_tf.synth.scene import render_scene
-from cbst_tf.synth.style import render_image
 
 _SPEC = importlib.util.spec_from_file_location(
     "stylized_init", Path(__file__).resolve().parents[1] / "bench" / "stylized_init.py")
@@ -21,20 +19,11 @@ stylized_init = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(stylized_init)
 
 
-def _stylized(n: int, size=(64, 128)) -> list[tuple[np.ndarray, np.ndarray]]:
-    out = []
-    for i in range(n):
-        rng = image_rng(3, "stylized", i)
-        scene = render_scene(rng, *size, SOURCE_GEOMETRY)
-        out.append((render_image(scene, stylized_init.random_style(rng), rng), scene.labels))
-    return out
-
-
 def test_colour_says_nothing_about_the_class():
     """A nearest-class-mean RGB classifier that works within the source fails within the
     stylized corpus: what a network learns there has to come from shape and layout."""
     src = [render(3, "gta5", i, (64, 128), SOURCE_STYLE, SOURCE_GEOMETRY) for i in range(30)]
-    sty = _stylized(30)
+    sty = [stylized_init.render_stylized(3, i, (64, 128)) for i in range(30)]
     src_miou, _ = probe.colour_probe_miou(src[:20], src[20:])
     sty_miou, _ = probe.colour_probe_miou(sty[:20], sty[20:])
     assert src_miou > 15.0  # measured 21.6
@@ -48,7 +37,6 @@ def test_corpus_is_a_gta5_layout_with_the_scene_labels(tmp_path):
     stylized_init.render_corpus(root, 3, seed=5, size=(48, 96))
     items = gta5.list_items(root, None)
     assert len(items) == 3
-    rng = image_rng(5, "stylized", 1)
-    scene = render_scene(rng, 48, 96, SOURCE_GEOMETRY)
-    np.testing.assert_array_equal(gta5.read_train_ids(items[1].label), scene.labels)
+    _, train_ids = stylized_init.render_stylized(5, 1, (48, 96))
+    np.testing.assert_array_equal(gta5.read_train_ids(items[1].label), train_ids)
     assert not list(tmp_path.glob(".*"))  # atomic: no temporary directory left behind
