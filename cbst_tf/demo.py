@@ -1,8 +1,9 @@
 """``cbst-tf demo``: the paper's ablation (Table 3 layout) end to end on the embedded benchmark.
 
-synthesise -> convert -> pretrain a source model -> spatial priors -> ST, CBST, CBST-SP
-(3 rounds each, p = 20%, +5%/round) -> evaluate each, plus source-only and a
-target-supervised oracle -> ``report.json``, ``report.md`` and figures. Every stage is
+synthesise -> convert -> pretrain the stand-in init on a style-randomised corpus -> pretrain
+a source model from it -> spatial priors -> ST, CBST, CBST-SP (3 rounds each, p = 20%,
++5%/round) -> evaluate each, plus source-only and a target-supervised oracle (also started
+from the init) -> ``report.json``, ``report.md`` and figures. Every stage is
 a normal library step with its own run directory under ``<out>/runs``, so an interrupted
 demo resumes where it stopped and the runs can be inspected with the other commands.
 """
@@ -60,6 +61,34 @@ def oracle_config(cfg: Config, out: Path) -> Config:
     ocfg = _with(cfg, _method_dir(out, "oracle"))
     ocfg.data.source = cfg.data.target
     return ocfg
+
+
+def init_config(cfg: Config, out: Path) -> Config | None:
+    """The stand-in init's run (``synth.init_images``): source pretraining with the demo's
+    network, preset and budget on the style-randomised corpus, under ``<out>/runs/init``, with
+    its own fixed seed (``synth.init_seed``), as one set of ImageNet weights serves every run.
+    None when there is no such stage: ``synth.init_images`` is 0, or the user gave
+    ``model.weights`` (e.g. real ImageNet weights), which take precedence."""
+    if cfg.synth.init_images <= 0 or cfg.model.weights:
+        return None
+    icfg = _with(cfg, _method_dir(out, "init"))
+    icfg.data.source = str(out / "data" / "stylized")
+    icfg.runtime.seed = cfg.synth.init_seed
+    icfg.model.weights = None
+    return icfg
+
+
+def _stand_in_init(icfg: Config, out: Path) -> Path:
+    from cbst_tf.data.convert import convert_dataset
+    from cbst_tf.synth.stylized import synthesize_stylized
+    from cbst_tf.train.steps import run_pretrain
+
+    s = icfg.synth
+    raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
+    if not (Path(icfg.data.source) / "manifest.json").is_file():
+        convert_dataset(fmt="gta5", root=raw, out=Path(icfg.data.source), split=None, shards=2, skip_bad=False,
+                        workers=2, command="cbst-tf demo (convert the stylized init corpus)")
+    return run_pretrain(icfg)
 
 
 def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
@@ -163,6 +192,9 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     start = time.monotonic()
     out = Path(out)
     cfg = demo_config(config, list(overrides or []), out, seed, fast)
+    icfg = init_config(cfg, out)
+    if icfg is not None:  # the source model and the oracle start from it
+        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
     save_resolved(cfg, out, "demo_config.yaml")
     timings: dict[str, float] = {}
 
@@ -174,6 +206,8 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         return result
 
     stage("data", _prepare_data, cfg, out, seed)
+    if icfg is not None:
+        stage("init", _stand_in_init, icfg, out)
     stage("pretrain", run_pretrain, cfg)
     stage("priors", run_priors, cfg)
     source = weights_before_round(cfg, 1)

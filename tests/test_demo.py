@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cbst_tf import cli
@@ -42,6 +43,14 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     # Only pixels with a known label count (the ego vehicle is ignored): fewer than all selected.
     assert 0 < sum(q["correct"]) <= sum(q["selected"]) <= sum(stats["selected_pixels"])
     assert "Pseudo-label precision / recall" in md
+
+    # The stand-in init ran first, and the source model started from its weights.
+    assert list(report["timings"])[:3] == ["data", "init", "pretrain"]
+    init = tmp_path / "a" / "runs" / "init" / "pretrain" / "final.weights.h5"
+    assert init.stat().st_size > 10_000
+    source_cfg = yaml.safe_load((tmp_path / "a" / "runs" / "source" / "pretrain" / "config.yaml").read_text())
+    assert source_cfg["model"]["weights"] == str(init)
+    assert len(list((tmp_path / "a" / "raw" / "stylized" / "gta5" / "images").iterdir())) == 120
 
     # Same seed, fresh directory: the same table (runtime.deterministic is on in the preset).
     again = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "b"), "--seed", "3"])

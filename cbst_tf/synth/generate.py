@@ -29,7 +29,7 @@ from cbst_tf.synth.geometry import SOURCE_GEOMETRY, TARGET_GEOMETRY, Geometry
 from cbst_tf.synth.scene import render_scene
 from cbst_tf.synth.style import Style, render_image
 
-VERSION = "1.0"
+VERSION = "4"
 MAX_SIDE = 2048
 _CITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -39,12 +39,18 @@ def image_rng(seed: int, tag: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(tag.encode()), index])
 
 
-def render(seed: int, tag: str, index: int, size: tuple[int, int], style: Style,
+StyleOf = Style | Callable[[np.random.Generator], Style]
+
+
+def render(seed: int, tag: str, index: int, size: tuple[int, int], style: StyleOf,
            geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """One (RGB uint8 (H, W, 3), train ids uint8 (H, W); 255 = ego vehicle) pair."""
+    """One (RGB uint8 (H, W, 3), train ids uint8 (H, W); 255 = ego vehicle) pair.
+
+    ``style`` is a domain's fixed appearance, or a function that draws one per image from the
+    image's RNG after its scene (the style-randomised init corpus, :mod:`.stylized`)."""
     rng = image_rng(seed, tag, index)
     scene = render_scene(rng, size[0], size[1], geometry)
-    return render_image(scene, style, rng), scene.labels
+    return render_image(scene, style if isinstance(style, Style) else style(rng), rng), scene.labels
 
 
 def _check(seed: int, size: Sequence[int], counts: dict[str, int], cities: Sequence[str]) -> None:
@@ -65,10 +71,10 @@ def _check(seed: int, size: Sequence[int], counts: dict[str, int], cities: Seque
         raise CbstError(f"--cities: duplicate city names in {list(cities)}")
 
 
-Job = tuple[str, int, Style, Geometry, Callable[..., dict[str, bytes]]]
+Job = tuple[str, int, StyleOf, Geometry, Callable[..., dict[str, bytes]]]
 
 
-def _build(out: Path, name: str, jobs: list[Job], size: tuple[int, int], seed: int) -> np.ndarray:
+def build(out: Path, name: str, jobs: list[Job], size: tuple[int, int], seed: int) -> np.ndarray:
     """Render ``jobs`` = (tag, count, style, geometry, files(index, rgb, train_ids)) into
     ``out/name`` atomically; returns the per-class pixel counts (19 train ids) written."""
     pixels = np.zeros(19, np.int64)
@@ -112,9 +118,9 @@ def synthesize(out: str | Path, seed: int = 0, size: Sequence[int] = (128, 256),
     start = time.monotonic()
     tgt = (TARGET_STYLE, TARGET_GEOMETRY)
     pixels = {
-        "gta5": _build(out, "gta5", [("gta5", n_source, SOURCE_STYLE, SOURCE_GEOMETRY, writers.gta5_files)],
+        "gta5": build(out, "gta5", [("gta5", n_source, SOURCE_STYLE, SOURCE_GEOMETRY, writers.gta5_files)],
                        size, seed),
-        "cityscapes": _build(out, "cityscapes", [
+        "cityscapes": build(out, "cityscapes", [
             (f"cityscapes/{split}", n, *tgt, functools.partial(writers.cityscapes_files, split))
             for split, n in (("train", n_target), ("val", n_val))], size, seed),
     }
@@ -122,7 +128,7 @@ def synthesize(out: str | Path, seed: int = 0, size: Sequence[int] = (128, 256),
         jobs: list[Job] = [(f"nthu/{city}/{split}", n_city, *city_domain(city),
                             functools.partial(writers.nthu_files, city, split))
                            for city in cities for split in ("train", "test")]
-        pixels["nthu"] = _build(out, "nthu", jobs, size, seed)
+        pixels["nthu"] = build(out, "nthu", jobs, size, seed)
     elif (out / "nthu").is_dir():
         shutil.rmtree(out / "nthu")  # left over from an earlier run with cities
     n_images = n_source + n_target + n_val + 2 * n_city * len(cities)
