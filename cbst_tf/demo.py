@@ -1,9 +1,9 @@
 """``cbst-tf demo``: the paper's ablation (Table 3 layout) end to end on the embedded benchmark.
 
-synthesise -> convert -> pretrain the stand-in init on a style-randomised corpus -> pretrain
-a source model from it -> spatial priors -> ST, CBST, CBST-SP (3 rounds each, p = 20%,
-+5%/round) -> evaluate each, plus source-only and a target-supervised oracle (also started
-from the init) -> ``report.json``, ``report.md`` and figures. Every stage is
+synthesise -> convert -> [opt-in, ``synth.init_images``: pretrain a stand-in init on a
+style-randomised corpus] -> pretrain a source model (from the init, if any) -> spatial priors
+-> ST, CBST, CBST-SP (3 rounds each, p = 20%, +5%/round) -> evaluate each, plus source-only
+and a target-supervised oracle -> ``report.json``, ``report.md`` and figures. Every stage is
 a normal library step with its own run directory under ``<out>/runs``, so an interrupted
 demo resumes where it stopped and the runs can be inspected with the other commands.
 """
@@ -79,20 +79,25 @@ def init_config(cfg: Config, out: Path) -> Config | None:
 
 
 def _stand_in_init(icfg: Config, out: Path) -> Path:
-    from cbst_tf.data.convert import convert_dataset
     from cbst_tf.synth.stylized import synthesize_stylized
     from cbst_tf.train.steps import run_pretrain
 
     s = icfg.synth
     raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
-    if not (Path(icfg.data.source) / "manifest.json").is_file():
-        convert_dataset(fmt="gta5", root=raw, out=Path(icfg.data.source), split=None, shards=2, skip_bad=False,
-                        workers=2, command="cbst-tf demo (convert the stylized init corpus)")
+    _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus")
     return run_pretrain(icfg)
 
 
-def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
+def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str) -> None:
+    """Convert ``root`` into ``dest`` unless an earlier run already did (its manifest exists)."""
     from cbst_tf.data.convert import convert_dataset
+
+    if not (Path(dest) / "manifest.json").is_file():
+        convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
+                        workers=2, command=f"cbst-tf demo (convert {what})")
+
+
+def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
     from cbst_tf.synth.generate import synthesize
 
     raw = out / "raw"
@@ -103,9 +108,7 @@ def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
             ("cityscapes", raw / "cityscapes", "train", cfg.data.target),
             ("cityscapes", raw / "cityscapes", "val", cfg.data.target_eval)]
     for fmt, root, split, dest in jobs:
-        if not (Path(dest) / "manifest.json").is_file():
-            convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
-                            workers=2, command=f"cbst-tf demo (convert {fmt} {split or ''})".strip())
+        _convert_once(fmt, root, split, dest, f"{fmt} {split or ''}")  # the manifests' command as before
 
 
 def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:

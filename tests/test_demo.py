@@ -44,7 +44,6 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     assert 0 < sum(q["correct"]) <= sum(q["selected"]) <= sum(stats["selected_pixels"])
     assert "Pseudo-label precision / recall" in md
 
-
     # Same seed, fresh directory: the same table (runtime.deterministic is on in the preset).
     again = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "b"), "--seed", "3"])
     assert again.exit_code == 0, again.output

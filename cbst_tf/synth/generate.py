@@ -71,6 +71,14 @@ def _check(seed: int, size: Sequence[int], counts: dict[str, int], cities: Seque
         raise CbstError(f"--cities: duplicate city names in {list(cities)}")
 
 
+def read_marker(path: Path) -> dict:
+    """A completion marker's contents; {} when it is missing or damaged (then the output is rebuilt)."""
+    try:
+        return read_json(path) if path.is_file() else {}
+    except CbstError:
+        return {}
+
+
 Job = tuple[str, int, StyleOf, Geometry, Callable[..., dict[str, bytes]]]
 
 
@@ -107,10 +115,7 @@ def synthesize(out: str | Path, seed: int = 0, size: Sequence[int] = (128, 256),
               "cities": cities, "n_city": n_city}
     marker = out / "synth.json"
     if marker.is_file():
-        try:
-            old = read_json(marker)
-        except CbstError:
-            old = {}
+        old = read_marker(marker)
         if old.get("version") == VERSION and old.get("params") == params and all(
                 (out / d).is_dir() for d in old.get("class_pixels", {})):
             return f"already complete ({old.get('summary', '')})"

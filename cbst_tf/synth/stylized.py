@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from cbst_tf.errors import CbstError
-from cbst_tf.io import atomic_write_json, read_json
+from cbst_tf.io import atomic_write_json
 from cbst_tf.synth import objects as ob
 from cbst_tf.synth import writers
 from cbst_tf.synth.canvas import NUM_PARTS, PART_FACE, PART_LAMP
-from cbst_tf.synth.generate import VERSION, build, render
+from cbst_tf.synth.generate import VERSION, build, read_marker, render
 from cbst_tf.synth.geometry import SOURCE_GEOMETRY
 from cbst_tf.synth.style import Look, Style, make_style
 
@@ -67,11 +67,7 @@ def synthesize_stylized(out: str | Path, seed: int, size: Sequence[int], n: int)
         raise CbstError(f"synth.init_images: expected a positive integer, got {n!r}")
     params = {"version": VERSION, "seed": seed, "size": list(size), "n": n}
     marker, root = out / "stylized.json", out / "gta5"
-    try:
-        done = marker.is_file() and read_json(marker) == params and root.is_dir()
-    except CbstError:  # a damaged marker: rebuild
-        done = False
-    if done:
+    if read_marker(marker) == params and root.is_dir():
         return root
     marker.unlink(missing_ok=True)
     build(out, "gta5", [(TAG, n, random_style, SOURCE_GEOMETRY, writers.gta5_files)], size, seed)
