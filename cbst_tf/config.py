@@ -162,10 +162,9 @@ class SynthConfig:
     n_target: int = field(default=200, metadata=_rng(1))
     n_val: int = field(default=100, metadata=_rng(1))
     oracle: bool = True  # also train a target-supervised reference model
-    # The demo's opt-in stand-in for ImageNet initialisation (cbst_tf/synth/stylized.py; README,
-    # fact 3): pretrain the network on this many style-randomised source scenes first, and start
-    # the source model and the oracle from it (0: from model.weights or from scratch). Its seed is
-    # fixed across demo seeds, as one set of ImageNet weights would be.
+    # The demo's stand-in for ImageNet initialisation (cbst_tf/synth/stylized.py): pretrain the
+    # network on this many style-randomised source scenes (0: start from model.weights or from
+    # scratch). Its seed is fixed across demo seeds, as one set of ImageNet weights would be.
     init_images: int = field(default=0, metadata=_rng(0))
     init_seed: int = field(default=100, metadata=_rng(0))
 

@@ -1,7 +1,8 @@
 """``cbst-tf demo``: the paper's ablation (Table 3 layout) end to end on the embedded benchmark.
 
-synthesise -> convert -> [opt-in, ``synth.init_images``: pretrain a stand-in init on a
-style-randomised corpus] -> pretrain a source model (from the init, if any) -> spatial priors
+synthesise -> convert -> pretrain a stand-in for ImageNet initialisation on a style-randomised
+corpus (``synth.init_images``; skipped when 0 or when ``model.weights`` is given) -> pretrain a
+source model from it -> spatial priors
 -> ST, CBST, CBST-SP (3 rounds each, p = 20%, +5%/round) -> evaluate each, plus source-only
 and a target-supervised oracle -> ``report.json``, ``report.md`` and figures. Every stage is
 a normal library step with its own run directory under ``<out>/runs``, so an interrupted

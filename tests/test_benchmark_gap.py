@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-# Measured with the default demo preset (README, "Measured results"): seed 0 source-only
-# 23.6, CBST-SP 27.7, oracle 34.2 mIoU (gap 10.6, CBST-SP +4.1; seed 1: +3.7). The bounds leave room for
-# another CPU's floating-point rounding (the same code measured 17.3 and 17.6 mIoU on two
-# machines before the benchmark change), not for a broken method. On a later session's machine
-# this test (one TensorFlow thread per xdist worker) and a fresh `make demo` (two threads) both
-# measured 23.2 / 27.0 / 37.6 (gap 14.4, +3.8): that CPU rounds differently, and the bounds hold.
-MIN_GAP = 7.0
-MIN_CBST_SP_GAIN = 2.0
+# The gate runs the demo preset without its stand-in init stage (synth.init_images=0): the init
+# would add a third pretraining run to CI's critical path, and adaptation must hold without it
+# too. Measured on this benchmark (v7) at seed 0 without the init: source-only 37.7, CBST-SP
+# 39.7, oracle 45.6 mIoU (gap 7.9, CBST-SP +2.0; with the init, the demo's five seeds gave
+# CBST-SP +2.6 to +4.8 over source-only; README, "What we found"). The bounds leave room for
+# another CPU's floating-point rounding (the same code once measured 17.3 and 17.6 mIoU
+# source-only on two machines), not for a broken method.
+MIN_GAP = 4.0
+MIN_CBST_SP_GAIN = 1.0
 
 
 TESTS = Path(__file__).resolve().parent
@@ -42,10 +43,11 @@ run_pretrain(configs(Path(sys.argv[1]))[1])
 
 
 def configs(out: Path):
-    """The demo preset at seed 0 (data and source runs under ``out``) and its oracle twin."""
+    """The demo preset at seed 0 without the init stage (data and source runs under ``out``)
+    and its oracle twin."""
     from cbst_tf.demo import demo_config, oracle_config
 
-    cfg = demo_config(None, [], out, seed=0, fast=False)
+    cfg = demo_config(None, ["synth.init_images=0"], out, seed=0, fast=False)
     return cfg, oracle_config(cfg, out)
 
 

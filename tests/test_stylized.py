@@ -53,8 +53,7 @@ def test_corpus_is_a_gta5_layout_with_the_scene_labels_and_is_built_once(tmp_pat
 
 
 def test_init_run_has_its_own_seed_data_and_no_weights(tmp_path):
-    assert init_config(demo_config(None, [], tmp_path, 7, False), tmp_path) is None  # opt-in
-    cfg = demo_config(None, ["synth.init_images=1200"], tmp_path, seed=7, fast=False)
+    cfg = demo_config(None, [], tmp_path, seed=7, fast=False)
     icfg = init_config(cfg, tmp_path)
     assert icfg.runtime.seed == cfg.synth.init_seed == 100  # one init for every demo seed
     assert icfg.data.source == str(tmp_path / "data" / "stylized")
@@ -62,6 +61,5 @@ def test_init_run_has_its_own_seed_data_and_no_weights(tmp_path):
     assert icfg.model.weights is None and icfg.train == cfg.train and icfg.model.width == cfg.model.width
     assert cfg.runtime.seed == 7 and cfg.data.source != icfg.data.source  # the demo's config is untouched
     assert init_config(demo_config(None, ["synth.init_images=0"], tmp_path, 7, False), tmp_path) is None
-    given = demo_config(None, ["synth.init_images=1200", f"model.weights={Path(tmp_path) / 'imagenet.h5'}"],
-                        tmp_path, 7, False)
+    given = demo_config(None, [f"model.weights={Path(tmp_path) / 'imagenet.h5'}"], tmp_path, 7, False)
     assert init_config(given, tmp_path) is None  # the user's weights take precedence

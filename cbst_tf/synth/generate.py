@@ -29,7 +29,7 @@ from cbst_tf.synth.geometry import SOURCE_GEOMETRY, TARGET_GEOMETRY, Geometry
 from cbst_tf.synth.scene import render_scene
 from cbst_tf.synth.style import Style, render_image
 
-VERSION = "1.0"
+VERSION = "6"
 MAX_SIDE = 2048
 _CITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 

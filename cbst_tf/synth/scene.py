@@ -86,7 +86,7 @@ def render_scene(rng: np.random.Generator, h: int, w: int, geo: Geometry) -> Sce
         on_road = rng.random() < 0.15
         X = lane_x() if on_road else edge[sd] + sd * rng.uniform(0.3, max(0.4, walk[sd] - 0.3))
         z, s = zr(1.5, 50.0), scale()
-        add(z, lambda X=X, z=z, s=s: ob.person(c, X, z, s, rng))
+        add(z, lambda X=X, z=z, s=s: ob.person(c, X, z, s * ob.FIGURE, rng))
     for label, key, rider in ((ob.BICYCLE, "rider", True), (ob.BICYCLE, "bicycle", False),
                               (ob.MOTORCYCLE, "motorcycle", False)):
         for _ in range(n[key]):
@@ -94,7 +94,7 @@ def render_scene(rng: np.random.Generator, h: int, w: int, geo: Geometry) -> Sce
             lab = label if not rider or rng.random() < 0.6 else ob.MOTORCYCLE
             X = edge[sd] - sd * rng.uniform(0.6, 1.6) if rider else edge[sd] + sd * rng.uniform(0.3, 1.0)
             z, s = zr(3.0, 50.0), scale()
-            add(z, lambda X=X, z=z, s=s, lab=lab, rider=rider: ob.two_wheeler(c, X, z, s, lab, rng, rider))
+            add(z, lambda X=X, z=z, s=s, lab=lab, rider=rider: ob.two_wheeler(c, X, z, s * ob.FIGURE, lab, rng, rider))
     for key, kind in (("pole", "lamp"), ("light", "light"), ("sign", "sign")):
         for _ in range(n[key]):
             sd = side()
