@@ -103,6 +103,10 @@ class SelfTrainConfig:
     # Gaussian whose 70x70 support is given in source-image pixels.
     prior_size: list[int] = field(default_factory=lambda: [128, 256])
     prior_kernel: int = field(default=70, metadata=_rng(1))
+    # "pixels": each class map sums to 1 over pixels, as section 4.4 says (q_n(c) ~ p(n|c));
+    # "classes" (not in the paper): each pixel's maps sum to 1 over classes, p(c|n), which
+    # does not multiply a class's potential by 1 / its source frequency (README, "What we found").
+    prior_norm: Literal["pixels", "classes"] = "pixels"
     # Source samples mixed into finetuning (official code: 3%, +0.25%/round, max 6%).
     source_portion_start: float = field(default=0.03, metadata=_rng(0.0, 1.0))
     source_portion_step: float = field(default=0.0025, metadata=_rng(0.0, 1.0))

@@ -8,6 +8,8 @@ histograms, sharding) must agree with it.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -216,6 +218,37 @@ def test_priors_and_errors(tmp_path, target):
         run_label(cfg, 2)
     with pytest.raises(CbstError, match="makes no pseudo-labels"):
         run_label(make_cfg(tmp_path / "x", target, "source_only"), 1)
+
+
+def test_prior_norm_classes_uses_the_per_pixel_class_frequency(tmp_path, target):
+    """``selftrain.prior_norm=classes``: the label step's pseudo-labels equal the brute-force
+    Eq. 9 labels with q_n(c) N_c / sum_c' q_n(c') N_c' computed here pixel by pixel."""
+    from cbst_tf.selftrain.label_step import run_label
+
+    cfg = make_cfg(tmp_path / "w", target, "cbst_sp", ["selftrain.prior_norm=classes"])
+    model = save_model(cfg, seed=1)
+    rng = np.random.default_rng(5)
+    priors = rng.uniform(0.1, 1.0, size=(*SIZE, 19)).astype(np.float32)
+    priors /= priors.sum(axis=(0, 1), keepdims=True)
+    counts = rng.integers(1, 10**6, size=19).astype(float)
+    path = tmp_path / "w" / "priors" / "priors.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, priors)
+    with pytest.raises(CbstError, match=r"priors\.json: not found; selftrain\.prior_norm=classes"):
+        run_label(cfg, 1)
+    (path.parent / "priors.json").write_text(json.dumps({"class_pixel_counts_at_prior": counts.tolist()}))
+    post = np.empty_like(priors, dtype=np.float64)
+    for y in range(SIZE[0]):
+        for x in range(SIZE[1]):
+            joint = [float(priors[y, x, c]) * counts[c] for c in range(19)]
+            post[y, x] = [j / sum(joint) for j in joint]
+    post = post.astype(np.float32)
+    expected, _ = reference_labels(model, target, "cbst", 0.2, priors=post / post.max())
+    got = read_pseudo(run_label(cfg, 1))
+    paper, _ = reference_labels(model, target, "cbst", 0.2, priors=priors / priors.max())
+    assert any((expected[sid] != paper[sid]).any() for sid in expected)  # the option changes labels
+    for sid in expected:
+        np.testing.assert_array_equal(got[sid], expected[sid], err_msg=sid)
 
 
 def test_multiscale_flip_label_step_equals_numpy_reference(tmp_path, target):

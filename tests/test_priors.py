@@ -10,6 +10,7 @@ import pytest
 from cbst_tf.algos import (
     PriorAccumulator,
     class_frequency_accumulate,
+    class_posterior,
     kernel_at_prior,
     prior_scale,
     resize_labels_nearest,
@@ -53,6 +54,32 @@ def test_normalisation_and_unseen_class_uniform():
     assert q.dtype == np.float32 and q.shape == (16, 32, 3)
     np.testing.assert_allclose(q.sum(axis=(0, 1)), 1.0, rtol=1e-5)
     np.testing.assert_allclose(q[..., 2], 1 / (16 * 32))
+
+
+def test_class_posterior_is_the_per_pixel_class_frequency():
+    """``prior_norm: classes``: from the pixel-normalised maps and the class totals, each pixel
+    gets its source class frequency (checked against counting by hand); unseen pixels 1/C."""
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 6, size=(5, 7, 4)).astype(np.float64)
+    counts[..., 3] *= 40  # a frequent class next to rare ones: p(n|c) and p(c|n) differ most
+    counts[2, 3] = 0  # a pixel where no class was seen
+    q = (counts / counts.sum(axis=(0, 1))).astype(np.float32)
+    got = class_posterior(q, counts.sum(axis=(0, 1)).tolist())
+    assert got.dtype == np.float32 and got.shape == q.shape
+    for y in range(5):
+        for x in range(7):
+            total = sum(counts[y, x])
+            want = [0.25] * 4 if total == 0 else [counts[y, x, c] / total for c in range(4)]
+            np.testing.assert_allclose(got[y, x], want, rtol=1e-5, err_msg=f"pixel {(y, x)}")
+    # Against the paper's p(n|c), the frequent class gains at every pixel where it competes.
+    both = (counts[..., 3] > 0) & (counts[..., 0] > 0)
+    ratio_paper = q[..., 3] / np.maximum(q[..., 0], 1e-12)
+    ratio_classes = got[..., 3] / np.maximum(got[..., 0], 1e-12)
+    assert (ratio_classes[both] > ratio_paper[both]).all()
+    with pytest.raises(CbstError, match="class_counts: expected 4 values"):
+        class_posterior(q, [1.0, 2.0])
+    with pytest.raises(CbstError, match="non-negative"):
+        class_posterior(q, [1.0, -2.0, 1.0, 1.0])
 
 
 def measured_sigma(q):

@@ -12,6 +12,7 @@ from cbst_tf.algos.policy import portion_for_round, rare_classes, source_count
 from cbst_tf.algos.priors import (
     PriorAccumulator,
     class_frequency_accumulate,
+    class_posterior,
     gaussian_sigma,
     kernel_at_prior,
     resize_labels_nearest,
@@ -38,6 +39,7 @@ __all__ = [
     "quantise",
     "rare_classes",
     "resize_labels_nearest",
+    "class_posterior",
     "resize_priors",
     "selected_count",
     "smooth_and_normalise",

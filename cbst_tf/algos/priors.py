@@ -124,6 +124,28 @@ def normalise(maps: np.ndarray) -> np.ndarray:
     return maps
 
 
+def class_posterior(priors: np.ndarray, class_counts: Sequence[float]) -> np.ndarray:
+    """The opt-in ``selftrain.prior_norm: classes``: (H, W, C) float32 maps summing to 1 over classes.
+
+    Eq. 9's ``q_n(c)`` sums to 1 over pixels, i.e. it is ``p(n | c)``; by Bayes
+    ``p(c | n) = p(n | c) p(c) / p(n)``, so ``q_n(c) * N_c`` (``N_c``: the class's source pixel
+    count), renormalised at every pixel, is the smoothed source class frequency at that pixel.
+    ``p(n | c)`` multiplies a class's potential by about ``1 / p(c)`` against ``p(c | n)``,
+    favouring rare classes in the Eq. 8/9 arg-max. A pixel where no class was seen gets ``1/C``.
+    """
+    q = np.asarray(priors, dtype=np.float64)
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if q.ndim != 3 or counts.shape != (q.shape[2],):
+        raise CbstError(f"class_counts: expected {q.shape[-1] if q.ndim == 3 else '?'} values for priors "
+                        f"of shape {q.shape}, got shape {counts.shape}")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise CbstError(f"class_counts: expected finite non-negative counts, got {counts.tolist()}")
+    joint = np.clip(q, 0.0, None) * counts
+    total = joint.sum(axis=2, keepdims=True)
+    out = np.where(total > 0, joint / np.where(total > 0, total, 1.0), 1.0 / q.shape[2])
+    return out.astype(np.float32)
+
+
 def resize_priors(priors: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Priors at another resolution ``size`` = (H, W): bilinear, then renormalised to sum 1."""
     h, w = _hw(size, "size")

@@ -245,7 +245,8 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
 
     def inputs(_rt) -> _PriorsAtSize:
         _, use_priors = method_mode(cfg)
-        return _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes) if use_priors else None)
+        return _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes, cfg.selftrain.prior_norm)
+                            if use_priors else None)
 
     # Slices of one label step run at once on several machines: no lock; the last one writes DONE.
     with runs.step(cfg, label_dir, f"round {round_} label", prepare=inputs, lock=False) as run:

@@ -11,6 +11,7 @@ decode every source image, 25k GTA5 frames, just to discard it).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from cbst_tf.algos.priors import (
     PriorAccumulator,
+    class_posterior,
     gaussian_sigma,
     kernel_at_prior,
     smooth_and_normalise,
@@ -117,7 +119,7 @@ def run_priors(cfg: Config) -> Path:
     """Count, smooth and normalise the source class frequencies; return ``priors.npy``'s path."""
     layout = RunLayout.of(cfg)
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
-              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds")) as run:
+              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm")) as run:
         if not run.done:
             run.finish(_count(cfg, run.path, layout.priors_file, run.plan))
     return layout.priors_file
@@ -182,12 +184,14 @@ def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
     return f"priors {priors.shape} from {acc.num_images} images"
 
 
-def load_priors(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "pixels") -> np.ndarray:
     """Priors from a ``priors.npy`` file, a ``priors/`` step directory or a run directory.
 
     One-line errors unless they are an (H, W, C) float array (C = ``num_classes`` when
     given), finite, non-negative and summing to 1 per class (within 1e-3), as Eq. 9 and
-    ``run_priors`` define them.
+    ``run_priors`` define them. ``norm="classes"`` (``selftrain.prior_norm``) returns them
+    renormalised over classes with the source pixel counts of the ``priors.json`` beside
+    the file (:func:`cbst_tf.algos.priors.class_posterior`).
     """
     path = Path(path)
     if path.is_dir():
@@ -205,4 +209,23 @@ def load_priors(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     sums = priors.sum(axis=(0, 1), dtype=np.float64)
     if not np.isfinite(priors).all() or (priors < 0).any() or np.abs(sums - 1).max() > _SUM_TOLERANCE:
         raise CbstError(f"{path}: priors must be finite, non-negative and sum to 1 per class")
-    return priors.astype(np.float32, copy=False)
+    priors = priors.astype(np.float32, copy=False)
+    if norm == "pixels":
+        return priors
+    if norm != "classes":
+        raise CbstError(f"selftrain.prior_norm: expected 'pixels' or 'classes', got {norm!r}")
+    return class_posterior(priors, _class_counts(path.with_name("priors.json"), priors.shape[-1]))
+
+
+def _class_counts(meta: Path, num_classes: int) -> list[float]:
+    """The source pixel count of every class, from the priors step's ``priors.json``."""
+    try:
+        counts = json.loads(meta.read_text())["class_pixel_counts_at_prior"]
+    except FileNotFoundError:
+        raise CbstError(f"{meta}: not found; selftrain.prior_norm=classes needs the class pixel counts "
+                        "that `cbst-tf priors` writes beside priors.npy") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CbstError(f"{meta}: no readable class_pixel_counts_at_prior ({type(exc).__name__})") from None
+    if not isinstance(counts, list) or len(counts) != num_classes:
+        raise CbstError(f"{meta}: class_pixel_counts_at_prior must list {num_classes} counts")
+    return counts
