@@ -11,7 +11,6 @@ decode every source image, 25k GTA5 frames, just to discard it).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from cbst_tf.algos.priors import (
 )
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
-from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES
 from cbst_tf.layout import RunLayout
 from cbst_tf.progress import log, track
@@ -219,13 +218,11 @@ def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "p
 
 def _class_counts(meta: Path, num_classes: int) -> list[float]:
     """The source pixel count of every class, from the priors step's ``priors.json``."""
-    try:
-        counts = json.loads(meta.read_text())["class_pixel_counts_at_prior"]
-    except FileNotFoundError:
+    if not meta.is_file():
         raise CbstError(f"{meta}: not found; selftrain.prior_norm=classes needs the class pixel counts "
-                        "that `cbst-tf priors` writes beside priors.npy") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CbstError(f"{meta}: no readable class_pixel_counts_at_prior ({type(exc).__name__})") from None
+                        "that `cbst-tf priors` writes beside priors.npy")
+    counts = read_json(meta)
+    counts = counts.get("class_pixel_counts_at_prior") if isinstance(counts, dict) else None
     if not isinstance(counts, list) or len(counts) != num_classes:
         raise CbstError(f"{meta}: class_pixel_counts_at_prior must list {num_classes} counts")
     return counts
