@@ -82,6 +82,22 @@ def test_class_posterior_is_the_per_pixel_class_frequency():
         class_posterior(q, [1.0, -2.0, 1.0, 1.0])
 
 
+def test_load_priors_classes_reads_counts_and_rejects_bad_ones(tmp_path):
+    from cbst_tf.selftrain.priors_step import load_priors
+
+    q = np.full((2, 3, 2), 1 / 6, dtype=np.float32)
+    np.save(tmp_path / "priors.npy", q)
+    meta = tmp_path / "priors.json"
+    meta.write_text(json.dumps({"class_pixel_counts_at_prior": [3, 1]}))
+    np.testing.assert_allclose(load_priors(tmp_path, 2, "classes"), np.broadcast_to([0.75, 0.25], q.shape))
+    for bad in ([3], [3, "x"], [3, True], {"a": 1}):
+        meta.write_text(json.dumps({"class_pixel_counts_at_prior": bad}))
+        with pytest.raises(CbstError, match=r"priors\.json: class_pixel_counts_at_prior must list 2 counts"):
+            load_priors(tmp_path, 2, "classes")
+    with pytest.raises(CbstError, match="selftrain.prior_norm: expected 'pixels' or 'classes'"):
+        load_priors(tmp_path, 2, "other")
+
+
 def measured_sigma(q):
     ys, xs = np.mgrid[: q.shape[0], : q.shape[1]]
     cy, cx = (q * ys).sum(), (q * xs).sum()

@@ -223,6 +223,7 @@ def _class_counts(meta: Path, num_classes: int) -> list[float]:
                         "that `cbst-tf priors` writes beside priors.npy")
     counts = read_json(meta)
     counts = counts.get("class_pixel_counts_at_prior") if isinstance(counts, dict) else None
-    if not isinstance(counts, list) or len(counts) != num_classes:
+    if (not isinstance(counts, list) or len(counts) != num_classes
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in counts)):
         raise CbstError(f"{meta}: class_pixel_counts_at_prior must list {num_classes} counts")
     return counts
