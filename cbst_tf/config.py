@@ -171,6 +171,9 @@ class SynthConfig:
     # scratch). Its seed is fixed across demo seeds, as one set of ImageNet weights would be.
     init_images: int = field(default=0, metadata=_rng(0))
     init_seed: int = field(default=100, metadata=_rng(0))
+    # Optimiser steps of the init's pretraining; 0 = the demo's budget (train.steps). ImageNet
+    # training is far longer than ours, so a longer init is the stand-in's other axis.
+    init_steps: int = field(default=0, metadata=_rng(0))
 
 
 @dataclass

@@ -67,8 +67,8 @@ def oracle_config(cfg: Config, out: Path) -> Config:
 def init_config(cfg: Config, out: Path) -> Config | None:
     """The stand-in init's run (``synth.init_images``): source pretraining with the demo's
     network, preset and budget on the style-randomised corpus, under ``<out>/runs/init``, with
-    its own fixed seed (``synth.init_seed``), as one set of ImageNet weights serves every run.
-    None when there is no such stage: ``synth.init_images`` is 0, or the user gave
+    its own fixed seed (``synth.init_seed``), as one set of ImageNet weights serves every run,
+    and ``synth.init_steps`` steps when that is set. None when there is no such stage: ``synth.init_images`` is 0, or the user gave
     ``model.weights`` (e.g. real ImageNet weights), which take precedence."""
     if cfg.synth.init_images <= 0 or cfg.model.weights:
         return None
@@ -76,6 +76,8 @@ def init_config(cfg: Config, out: Path) -> Config | None:
     icfg.data.source = str(out / "data" / "stylized")
     icfg.runtime.seed = cfg.synth.init_seed
     icfg.model.weights = None
+    if cfg.synth.init_steps > 0:
+        icfg.train.steps = cfg.synth.init_steps
     return icfg
 
 

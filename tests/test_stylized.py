@@ -63,3 +63,10 @@ def test_init_run_has_its_own_seed_data_and_no_weights(tmp_path):
     assert init_config(demo_config(None, ["synth.init_images=0"], tmp_path, 7, False), tmp_path) is None
     given = demo_config(None, [f"model.weights={Path(tmp_path) / 'imagenet.h5'}"], tmp_path, 7, False)
     assert init_config(given, tmp_path) is None  # the user's weights take precedence
+
+
+def test_init_steps_sets_only_the_init_runs_budget(tmp_path):
+    cfg = demo_config(None, ["synth.init_steps=3000"], tmp_path, seed=7, fast=False)
+    icfg = init_config(cfg, tmp_path)
+    assert icfg.train.steps == 3000 and cfg.train.steps == 1500  # the demo's own runs keep theirs
+    assert init_config(demo_config(None, [], tmp_path, 7, False), tmp_path).train.steps == 1500
