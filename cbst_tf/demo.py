@@ -68,8 +68,9 @@ def init_config(cfg: Config, out: Path) -> Config | None:
     """The stand-in init's run (``synth.init_images``): source pretraining with the demo's
     network, preset and budget on the style-randomised corpus, under ``<out>/runs/init``, with
     its own fixed seed (``synth.init_seed``), as one set of ImageNet weights serves every run,
-    and ``synth.init_steps`` steps when that is set. None when there is no such stage: ``synth.init_images`` is 0, or the user gave
-    ``model.weights`` (e.g. real ImageNet weights), which take precedence."""
+    and its own budget when ``synth.init_steps`` is set. None when there is no such stage:
+    ``synth.init_images`` is 0, or the user gave ``model.weights`` (e.g. real ImageNet weights),
+    which take precedence."""
     if cfg.synth.init_images <= 0 or cfg.model.weights:
         return None
     icfg = _with(cfg, _method_dir(out, "init"))
