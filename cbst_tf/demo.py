@@ -12,6 +12,8 @@ demo resumes where it stopped and the runs can be inspected with the other comma
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy as np
 
 from cbst_tf import progress
 from cbst_tf.config import Config, load_config, save_resolved
+from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, atomic_write_text, read_json
 from cbst_tf.layout import RunLayout, priors_file, weights_before_round
 
@@ -90,6 +93,31 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
     raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
     _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus")
     return run_pretrain(icfg)
+
+
+def _start_oracle(cfg: Config, out: Path) -> tuple[subprocess.Popen, Path]:
+    """Start the oracle's pretraining as ``cbst-tf pretrain`` in a second process.
+
+    It needs only the converted data and the init, so it runs beside the source model and the
+    self-training stages: one TensorFlow process leaves part of the 2 cores idle, and the
+    pretraining step seeds and configures its own process, so its result is the same as in
+    this one (``runtime.deterministic``)."""
+    ocfg = oracle_config(cfg, out)
+    conf = save_resolved(ocfg, out / "runs", "oracle_config.yaml")
+    log = out / "runs" / "oracle.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "cbst_tf.cli", "--no-progress", "pretrain", "--config",
+                                 str(conf)], stdout=sink, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _finish_oracle(cfg: Config, out: Path, proc: subprocess.Popen, log: Path) -> Path:
+    """Wait for the oracle's process; its final weights, or a one-line error naming its log."""
+    code = proc.wait()
+    if code != 0:
+        raise CbstError(f"demo: the oracle's pretraining failed (exit {code}); see {log}")
+    ocfg = oracle_config(cfg, out)
+    return RunLayout.final(RunLayout.of(ocfg).pretrain)
 
 
 def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str) -> None:
@@ -215,16 +243,22 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     stage("data", _prepare_data, cfg, out, seed)
     if icfg is not None:
         stage("init", _stand_in_init, icfg, out)
-    stage("pretrain", run_pretrain, cfg)
-    stage("priors", run_priors, cfg)
-    source = weights_before_round(cfg, 1)
-    weights = {"source_only": source}
-    for method in METHODS:
-        mcfg = _with(cfg, _method_dir(out, method), method=method, source_weights=str(source),
-                     priors=str(priors_file(cfg)))
-        weights[method] = stage(method, run_selftrain, mcfg)
-    if cfg.synth.oracle:
-        weights["oracle"] = stage("oracle", run_pretrain, oracle_config(cfg, out))
+    oracle = _start_oracle(cfg, out) if cfg.synth.oracle else None
+    try:
+        stage("pretrain", run_pretrain, cfg)
+        stage("priors", run_priors, cfg)
+        source = weights_before_round(cfg, 1)
+        weights = {"source_only": source}
+        for method in METHODS:
+            mcfg = _with(cfg, _method_dir(out, method), method=method, source_weights=str(source),
+                         priors=str(priors_file(cfg)))
+            weights[method] = stage(method, run_selftrain, mcfg)
+        if oracle is not None:  # the wait for the second process (it ran beside the stages above)
+            weights["oracle"] = stage("oracle", _finish_oracle, cfg, out, *oracle)
+    finally:
+        if oracle is not None and oracle[0].poll() is None:  # interrupted: stop it (it resumes)
+            oracle[0].terminate()
+            oracle[0].wait()
     results, panels = stage("evaluate", _evaluate_all, cfg, weights)
     figures = _figures(out, cfg, panels)
 

@@ -71,3 +71,38 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     assert report3["methods"] == report["methods"]
     assert {w: w.stat().st_mtime_ns for w in written} == written
 
+
+
+@pytest.mark.slow
+def test_oracle_runs_in_a_second_process_with_the_same_result(tmp_path):
+    """The demo pretrains the oracle as `cbst-tf pretrain` in a second process beside the other
+    stages; its weights equal those of the same step run in this process."""
+    import h5py
+
+    from cbst_tf.config import load_config
+    from cbst_tf.train.steps import run_pretrain
+
+    runner = CliRunner()
+    out = tmp_path / "a"
+    result = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(out), "--seed", "1",
+                                     "--set", "synth.oracle=true", "--set", "synth.init_images=0",
+                                     "--set", "train.steps=60"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert "oracle" in report["methods"] and list(report["timings"])[-2:] == ["oracle", "evaluate"]
+    assert "pretrain: step 60/60" in (out / "runs" / "oracle.log").read_text()
+    ocfg = load_config(out / "runs" / "oracle_config.yaml")
+    assert ocfg.data.source == ocfg.data.target  # trained on the labelled target split
+    ocfg.runtime.workdir = str(tmp_path / "in_process")
+    here = run_pretrain(ocfg)
+
+    def arrays(path):
+        with h5py.File(path, "r") as f:
+            found = {}
+            f.visititems(lambda name, obj: found.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+            return found
+
+    there, mine = arrays(out / "runs" / "oracle" / "pretrain" / "final.weights.h5"), arrays(here)
+    assert there.keys() == mine.keys() and len(there) > 10
+    for name, value in there.items():
+        assert (value == mine[name]).all(), name
