@@ -9,9 +9,6 @@ pipeline (synth -> convert -> pretrain -> priors -> label/finetune rounds -> eva
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,21 +24,6 @@ MIN_GAP = 4.0
 MIN_CBST_SP_GAIN = 1.0
 
 
-TESTS = Path(__file__).resolve().parent
-
-# The oracle's pretraining needs only the converted data, not the source model: it runs in a
-# second process beside source pretrain -> priors -> CBST-SP (the same code and config as
-# in-process; the step seeds and configures its own process), so the test's wall time is
-# about two thirds of running them one after the other.
-ORACLE = """
-import sys
-from pathlib import Path
-from test_benchmark_gap import configs
-from cbst_tf.train.steps import run_pretrain
-run_pretrain(configs(Path(sys.argv[1]))[1])
-"""
-
-
 def configs(out: Path):
     """The demo preset at seed 0 without the init stage (data and source runs under ``out``)
     and its oracle twin."""
@@ -54,7 +36,7 @@ def configs(out: Path):
 @pytest.mark.slow
 def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
     from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.demo import _prepare_data, _with
+    from cbst_tf.demo import _finish_oracle, _prepare_data, _start_oracle, _with
     from cbst_tf.evaluate.evaluator import evaluate_model
     from cbst_tf.evaluate.run import load_model
     from cbst_tf.layout import RunLayout
@@ -65,24 +47,21 @@ def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
 
     cfg, oracle = configs(tmp_path)
     _prepare_data(cfg, tmp_path, seed=0)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS),
-                                                       os.environ.get("PYTHONPATH", "")]))
-    log = tmp_path / "oracle.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", ORACLE, str(tmp_path)], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
+    # The oracle needs only the converted data: the demo's second process pretrains it beside
+    # source pretrain -> priors -> CBST-SP, so the test's wall time is about two thirds of
+    # running them one after the other.
+    proc, log = _start_oracle(cfg, tmp_path)
     try:
         weights = {"source_only": run_pretrain(cfg)}
         run_priors(cfg)
         source = weights_before_round(cfg, 1)
         weights["cbst_sp"] = run_selftrain(_with(cfg, tmp_path / "runs" / "cbst_sp", method="cbst_sp",
                                                  source_weights=str(source), priors=str(priors_file(cfg))))
-        assert proc.wait() == 0, log.read_text()[-3000:]
+        weights["oracle"] = _finish_oracle(cfg, tmp_path, proc, log)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    weights["oracle"] = RunLayout.final(RunLayout.of(oracle).pretrain)
     assert (RunLayout.of(oracle).pretrain / "DONE").read_text().startswith("steps=1500")
 
     scores = {name: evaluate_model(load_model(cfg, w), eval_dataset(cfg.data.target_eval, cfg.data),
