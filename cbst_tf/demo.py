@@ -11,10 +11,12 @@ demo resumes where it stopped and the runs can be inspected with the other comma
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -95,8 +97,11 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
     return run_pretrain(icfg)
 
 
-def _start_oracle(cfg: Config, out: Path) -> tuple[subprocess.Popen, Path]:
-    """Start the oracle's pretraining as ``cbst-tf pretrain`` in a second process.
+@contextlib.contextmanager
+def _oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
+    """Pretrain the oracle as ``cbst-tf pretrain`` in a second process while the block runs;
+    yields ``wait()``, which returns its final weights or raises a one-line error naming its
+    log. Leaving the block early stops the process (the step resumes on the next run).
 
     It needs only the converted data and the init, so it runs beside the source model and the
     self-training stages: one TensorFlow process leaves part of the 2 cores idle, and the
@@ -108,16 +113,19 @@ def _start_oracle(cfg: Config, out: Path) -> tuple[subprocess.Popen, Path]:
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "cbst_tf.cli", "--no-progress", "pretrain", "--config",
                                  str(conf)], stdout=sink, stderr=subprocess.STDOUT)
-    return proc, log
 
+    def wait() -> Path:
+        code = proc.wait()
+        if code != 0:
+            raise CbstError(f"demo: the oracle's pretraining failed (exit {code}); see {log}")
+        return RunLayout.final(RunLayout.of(ocfg).pretrain)
 
-def _finish_oracle(cfg: Config, out: Path, proc: subprocess.Popen, log: Path) -> Path:
-    """Wait for the oracle's process; its final weights, or a one-line error naming its log."""
-    code = proc.wait()
-    if code != 0:
-        raise CbstError(f"demo: the oracle's pretraining failed (exit {code}); see {log}")
-    ocfg = oracle_config(cfg, out)
-    return RunLayout.final(RunLayout.of(ocfg).pretrain)
+    try:
+        yield wait
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
 
 
 def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str) -> None:
@@ -243,8 +251,8 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     stage("data", _prepare_data, cfg, out, seed)
     if icfg is not None:
         stage("init", _stand_in_init, icfg, out)
-    oracle = _start_oracle(cfg, out) if cfg.synth.oracle else None
-    try:
+    with contextlib.ExitStack() as stack:
+        oracle = stack.enter_context(_oracle_beside(cfg, out)) if cfg.synth.oracle else None
         stage("pretrain", run_pretrain, cfg)
         stage("priors", run_priors, cfg)
         source = weights_before_round(cfg, 1)
@@ -254,11 +262,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
                          priors=str(priors_file(cfg)))
             weights[method] = stage(method, run_selftrain, mcfg)
         if oracle is not None:  # the wait for the second process (it ran beside the stages above)
-            weights["oracle"] = stage("oracle", _finish_oracle, cfg, out, *oracle)
-    finally:
-        if oracle is not None and oracle[0].poll() is None:  # interrupted: stop it (it resumes)
-            oracle[0].terminate()
-            oracle[0].wait()
+            weights["oracle"] = stage("oracle", oracle)
     results, panels = stage("evaluate", _evaluate_all, cfg, weights)
     figures = _figures(out, cfg, panels)
 

@@ -36,7 +36,7 @@ def configs(out: Path):
 @pytest.mark.slow
 def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
     from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.demo import _finish_oracle, _prepare_data, _start_oracle, _with
+    from cbst_tf.demo import _oracle_beside, _prepare_data, _with
     from cbst_tf.evaluate.evaluator import evaluate_model
     from cbst_tf.evaluate.run import load_model
     from cbst_tf.layout import RunLayout
@@ -50,18 +50,13 @@ def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
     # The oracle needs only the converted data: the demo's second process pretrains it beside
     # source pretrain -> priors -> CBST-SP, so the test's wall time is about two thirds of
     # running them one after the other.
-    proc, log = _start_oracle(cfg, tmp_path)
-    try:
+    with _oracle_beside(cfg, tmp_path) as oracle_weights:
         weights = {"source_only": run_pretrain(cfg)}
         run_priors(cfg)
         source = weights_before_round(cfg, 1)
         weights["cbst_sp"] = run_selftrain(_with(cfg, tmp_path / "runs" / "cbst_sp", method="cbst_sp",
                                                  source_weights=str(source), priors=str(priors_file(cfg))))
-        weights["oracle"] = _finish_oracle(cfg, tmp_path, proc, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        weights["oracle"] = oracle_weights()
     assert (RunLayout.of(oracle).pretrain / "DONE").read_text().startswith("steps=1500")
 
     scores = {name: evaluate_model(load_model(cfg, w), eval_dataset(cfg.data.target_eval, cfg.data),
