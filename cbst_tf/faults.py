@@ -103,4 +103,37 @@ def translate(exc: BaseException, datasets: Iterable[str | Path] = ()) -> CbstEr
         return CbstError(f"{os.fspath(where)}: {reason}" if where else f"{reason}: {exc}")
     if isinstance(exc, OSError) and "No space left on device" in str(exc):
         return CbstError(f"no space left on device (disk full): {_first_line(exc)}")
-    return None
+    return kernel_failure(exc)
+
+
+_KERNEL_ERRORS = ("InvalidArgumentError", "UnimplementedError", "InternalError", "UnknownError")
+_NODE = re.compile(r"\{\{node ([^}]+)\}\}")
+_WRAPPED = re.compile(r"__wrapped__([A-Za-z0-9]+?)_device_")
+_OP = re.compile(r"\[Op:([A-Za-z0-9]+)\]")
+
+
+def kernel_failure(exc: BaseException) -> CbstError | None:
+    """A TensorFlow op that failed while running (a kernel this machine lacks, or rejects) as one
+    line naming the op, the CPU and its kernels, and what to try; None for anything else.
+
+    Recognised by TF's own marks of op execution in the message (``{{node ...}}``,
+    ``__wrapped__<Op>``, ``[Op:<Op>]``), so Python-side errors keep their traceback.
+    """
+    if type(exc).__name__ not in _KERNEL_ERRORS or not type(exc).__module__.startswith("tensorflow"):
+        return None
+    message = str(getattr(exc, "message", exc))
+    node, wrapped, op = _NODE.search(message), _WRAPPED.search(message), _OP.search(message)
+    if node:
+        name = node.group(1)
+        kind = re.sub(r"_\d+$", "", name.rsplit("/", 1)[-1])
+        where = f"{kind} (node {name})" if kind != name else kind
+    elif wrapped or (op and not op.group(1).startswith("__inference")):
+        where = (wrapped or op).group(1)
+    else:
+        return None
+    from cbst_tf.environment import describe_kernels, onednn_enabled
+
+    other = 0 if onednn_enabled() else 1
+    return CbstError(f"TensorFlow op {where} failed on this machine ({describe_kernels()}): "
+                     f"{_first_line(message).rstrip('.')}; try TF_ENABLE_ONEDNN_OPTS={other} or runtime.precision=float32, "
+                     "and report it with the output of --debug")

@@ -2,49 +2,96 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conv_cases import CASES, compare, within_tolerance
 
+from cbst_tf.faults import translate
+from cbst_tf.models import layers
 from cbst_tf.models.layers import Conv2D
 
 
-def _pair(x_shape, filters, kernel, **kwargs):
-    ref = keras.layers.Conv2D(filters, kernel, **{k: v for k, v in kwargs.items() if k != "patches"})
-    fast = Conv2D(filters, kernel, **kwargs)
-    ref.build(x_shape)
-    fast.build(x_shape)
-    rng = np.random.default_rng(0)
-    fast.set_weights([rng.normal(size=w.shape).astype("float32") for w in ref.get_weights()])
-    ref.set_weights(fast.get_weights())
-    return ref, fast
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_conv_matches_conv2d_values_and_gradients(case):
+    result = compare(*CASES[case])
+    assert within_tolerance(result), result
 
 
-@pytest.mark.parametrize("kernel, kwargs", [
-    (1, {}),  # matmul path
-    (1, {"padding": "valid", "use_bias": False}),
-    (3, {"padding": "same", "dilation_rate": 4}),  # native dilated conv
-    (3, {"padding": "same", "dilation_rate": 12}),  # dilation beyond the map: ResNet-38 head at tiny sizes
-    (3, {"padding": "same"}),
-    (7, {"padding": "same", "patches": True}),  # FCN fc6
-    (3, {"padding": "valid", "strides": 2}),  # strided: Keras path
-    (1, {"padding": "valid", "strides": 2}),
-])
-def test_fast_conv_matches_conv2d_values_and_gradients(kernel, kwargs):
-    x = tf.constant(np.random.default_rng(1).normal(size=(2, 9, 11, 5)).astype("float32"))
-    ref, fast = _pair(x.shape, 6, kernel, **kwargs)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        y_ref, y_fast = ref(x), fast(x)
-        loss_ref = tf.reduce_sum(y_ref * tf.cos(y_ref))
-        loss_fast = tf.reduce_sum(y_fast * tf.cos(y_fast))
-    assert y_fast.shape == y_ref.shape
-    np.testing.assert_allclose(y_fast.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-4)
-    g_ref = tape.gradient(loss_ref, [x, *ref.trainable_variables])
-    g_fast = tape.gradient(loss_fast, [x, *fast.trainable_variables])
-    for a, b in zip(g_fast, g_ref, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-3)
+@pytest.mark.parametrize("case", ["native_dilation_12", "native_dilation_8_5x5"])
+def test_dilated_gradient_without_native_kernels(case, monkeypatch):
+    """The gradients built from forward convolutions and matmuls (what runs where TF's CPU
+    kernels lack the native dilated gradient: Eigen, float16) equal Keras' on any machine."""
+    monkeypatch.setattr(layers, "native_dilated_gradient_supported", lambda dtype=None: False)
+    result = compare(*CASES[case])
+    assert within_tolerance(result), result
+
+
+def test_native_dilated_gradient_probe_matches_the_kernels():
+    """The probe's answer is what the op does: where it says no, the op raises."""
+    for dtype in ("float32", "float16"):
+        supported = layers.native_dilated_gradient_supported(dtype)
+        run = lambda dtype=dtype: tf.raw_ops.Conv2DBackpropInput(  # noqa: E731
+            input_sizes=[1, 9, 9, 2], filter=tf.ones((3, 3, 2, 2), dtype), out_backprop=tf.ones((1, 9, 9, 2), dtype),
+            strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 3, 3, 1])
+        if supported:
+            run()
+        else:
+            with pytest.raises(tf.errors.InvalidArgumentError, match="dilation rates larger than 1"):
+                run()
+
+
+def test_kernel_failure_is_one_line_naming_the_op():
+    """TF 2.21 has no float16 dilated gradient on any CPU (oneDNN or not): the error a user sees."""
+    fn = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=[1, 5, 5, 1], filter=tf.ones((3, 3, 1, 1), tf.float16), out_backprop=tf.ones((1, 5, 5, 1), tf.float16),
+        strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 2, 2, 1], name="head/score_1/Conv2DBackpropInput"))
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fn()
+    err = translate(info.value)
+    text = str(err)
+    assert "\n" not in text and "{{" not in text and "[Op:" not in text
+    assert text.startswith("TensorFlow op Conv2DBackpropInput (node head/score_1/Conv2DBackpropInput) failed "
+                           "on this machine (")
+    assert "dilation rates larger than 1; try TF_ENABLE_ONEDNN_OPTS=" in text
+    assert translate(ValueError("a bug of ours")) is None
+    assert translate(tf.errors.InvalidArgumentError(None, None, "bad shape from Python")) is None
+
+
+@pytest.mark.slow
+def test_kernels_and_training_steps_with_onednn_on_and_off():
+    """Each fast path and three training steps of each network, float32, mixed_bfloat16 and
+    mixed_float16, in a child process per TF_ENABLE_ONEDNN_OPTS setting (TF reads it at load).
+
+    Tolerances: the paths differ from Keras' by summation order only (tests/conv_cases.py). The
+    float32 losses of the two settings agree to 1e-5 relative: the same maths in another order,
+    over three steps of a 1e-2 learning rate. bfloat16 keeps 8 significant bits, so oneDNN's
+    and Eigen's roundings of the activations differ by up to ~4e-3 relative per value; averaged
+    over the 6,144-pixel loss they moved it by 3e-4 here, and 2e-3 leaves room for other CPUs.
+    """
+    script = Path(__file__).with_name("onednn_check.py")
+    runs = {}
+    for value in ("0", "1"):
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (value, proc.stderr[-3000:])
+        runs[value] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["0"]["native_dilated_gradient"] is False  # Eigen has no dilated gradient on any CPU
+    for value, run in runs.items():
+        for case, result in run["conv"].items():
+            assert within_tolerance(result), (value, case, result)
+        for key, losses in run["train"].items():
+            assert all(np.isfinite(losses)) and losses[-1] < losses[0], (value, key, losses)
+    for key, off in runs["0"]["train"].items():
+        rtol = 2e-3 if "bfloat16" in key else 1e-5
+        np.testing.assert_allclose(runs["1"]["train"][key], off, rtol=rtol, err_msg=key)
 
 
 def test_fast_conv_mixed_precision_and_unknown_sizes():
