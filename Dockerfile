@@ -27,8 +27,10 @@ ENV PYTHONUNBUFFERED=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # TensorFlow first, in its own layer: it is by far the largest and changes least often, so
-# editing the package does not re-download it. Must match pyproject.toml's pin.
-RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.*"
+# editing the package does not re-download it. Must match pyproject.toml's pin. Every package,
+# the CUDA wheels included, at the version of requirements/lock.txt (`make lock`).
+COPY requirements/lock.txt /tmp/lock.txt
+RUN pip install --no-cache-dir -c /tmp/lock.txt "tensorflow[and-cuda]==2.21.*"
 
 WORKDIR /opt/cbst-tf
 # pyproject.toml names README.md as the package readme, so the build needs it too.
@@ -37,7 +39,7 @@ COPY cbst_tf ./cbst_tf
 # The experiment YAMLs, so `--config /opt/cbst-tf/experiments/<name>.yaml` works in the image.
 COPY experiments ./experiments
 # Runtime dependencies only (no [dev] extra).
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c /tmp/lock.txt . \
     && groupadd --gid 1000 cbst \
     && useradd --create-home --uid 1000 --gid 1000 --shell /usr/sbin/nologin cbst \
     && mkdir -p /data /runs /keras/models \

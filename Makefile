@@ -6,12 +6,16 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast lint install lock clean
 
-$(STAMP): pyproject.toml
+# requirements/lock.txt pins every package (and the CUDA wheels of the image) to the versions
+# the README's tables and CI ran with; pyproject.toml keeps compatible ranges for library users.
+LOCK := requirements/lock.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +33,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
+
+# Refresh the lock (newest versions within pyproject.toml's ranges, for Python >= 3.11 on every
+# platform). Then re-measure the demo and update the golden digest of tests/test_drift.py and the
+# README's tables together.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml requirements/lock.in --extra dev --universal \
+		--python-version 3.11 --output-file $(LOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cbst_tf tests bench

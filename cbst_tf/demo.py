@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cbst_tf import progress
+from cbst_tf import environment, progress
 from cbst_tf.config import Config, load_config, save_resolved
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, atomic_write_text, read_json
@@ -273,6 +273,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         "protocol": cfg.eval.protocol,
         "methods": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in results.items()},
         "figures": figures,
+        "environment": environment.describe({"init": cfg.model.weights, **weights}),
     }
     rounds = _method_rounds(out)
     quality_section: list[str] = []
@@ -289,6 +290,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         "Embedded synthetic benchmark: game-style source (GTA5 layout) -> real-style target (Cityscapes layout).",
         f"IoU per class and mIoU (%) on the labelled target split; protocol `{cfg.eval.protocol}`.", "",
         table, "", *quality_section, *[f"![{f}]({f})" for f in figures],
-        "", f"Wall time: {report['wall_seconds']} s; stages: {timings}", ""]))
+        "", f"Wall time: {report['wall_seconds']} s; stages: {timings}", "",
+        environment.markdown(report["environment"]), ""]))
     print_table(rows, cfg.eval.protocol, title=f"cbst-tf demo, seed {seed}")
     return report

@@ -1,4 +1,4 @@
-"""What this process computes with: the CPU, its vector extensions, and whether TF uses oneDNN.
+"""What this process computes with: packages, the CPU, its vector extensions, oneDNN, threads.
 
 The same seed gives other numbers (and other speeds) on another CPU or package set: TensorFlow
 picks oneDNN or its Eigen kernels by CPU, and the two round differently. Error messages about
@@ -8,9 +8,12 @@ No TensorFlow import here: reading ``/proc/cpuinfo`` and the environment is enou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 # The CPU flags TF 2.21 turns oneDNN on for by default (x86 Linux), per its start-up logic.
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
@@ -60,3 +63,67 @@ def describe_kernels() -> str:
     """One phrase for messages: the CPU and which kernels TensorFlow uses on it."""
     state = "on" if onednn_enabled() else "off"
     return f"{cpu_info()['model']}, oneDNN {state}"
+
+
+PACKAGES = ("tensorflow", "keras", "numpy", "opencv-python-headless", "pillow")
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def file_digest(path: str | Path) -> str:
+    """``sha256:<first 16 hex digits>`` of a file's bytes (enough to tell two weight files apart)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _threads() -> dict:
+    """TensorFlow's thread pools as configured (0 = TF's default: one thread per core)."""
+    out = {"cpu_count": os.cpu_count(),
+           "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS"),
+           "TF_NUM_INTEROP_THREADS": os.environ.get("TF_NUM_INTEROP_THREADS")}
+    tf = sys.modules.get("tensorflow")  # only when the process already runs TensorFlow
+    if tf is not None:
+        out["intra_op"] = tf.config.threading.get_intra_op_parallelism_threads()
+        out["inter_op"] = tf.config.threading.get_inter_op_parallelism_threads()
+    return out
+
+
+def describe(weights: dict[str, str | Path | None] | None = None) -> dict:
+    """What produced a result, for ``report.json`` and ``metrics.json``: package versions, Python,
+    the CPU and its vector extensions, oneDNN on or off, thread settings and weight digests."""
+    cpu = cpu_info()
+    return {
+        "packages": {p: _version(p) for p in PACKAGES},
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu["model"], "cpu_flags": cpu["flags"],
+        "onednn": onednn_enabled(),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "threads": _threads(),
+        "weights": {k: file_digest(v) for k, v in (weights or {}).items() if v and Path(v).is_file()},
+    }
+
+
+def markdown(env: dict) -> str:
+    """The environment as a few report lines."""
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    threads = env["threads"]
+    lines = [f"Environment: {packages}; Python {env['python']} on {env['platform']}.",
+             f"CPU: {env['cpu']} ({' '.join(env['cpu_flags']) or 'no vector extensions listed'}); "
+             f"oneDNN {'on' if env['onednn'] else 'off'}; threads: intra-op "
+             f"{threads.get('intra_op', threads['TF_NUM_INTRAOP_THREADS'])}, inter-op "
+             f"{threads.get('inter_op', threads['TF_NUM_INTEROP_THREADS'])} (0 = one per core, "
+             f"{threads['cpu_count']} cores)."]
+    if env["weights"]:
+        lines.append("Weights: " + ", ".join(f"{k} {v}" for k, v in env["weights"].items()) + ".")
+    return "\n".join(lines)

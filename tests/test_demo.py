@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -43,6 +44,13 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     # Only pixels with a known label count (the ego vehicle is ignored): fewer than all selected.
     assert 0 < sum(q["correct"]) <= sum(q["selected"]) <= sum(stats["selected_pixels"])
     assert "Pseudo-label precision / recall" in md
+
+    # The environment that produced the table, with the digests of the weights it compared.
+    env = report["environment"]
+    assert set(env["weights"]) == {"init", "source_only", "st", "cbst", "cbst_sp"}
+    init_file = tmp_path / "a" / "runs" / "init" / "pretrain" / "final.weights.h5"
+    assert env["weights"]["init"] == "sha256:" + hashlib.sha256(init_file.read_bytes()).hexdigest()[:16]
+    assert f"oneDNN {'on' if env['onednn'] else 'off'}" in md and "Environment: tensorflow 2.21" in md
 
     # The stand-in init (synth.init_images) ran first on its own corpus and seed, and the
     # source model started from its weights.

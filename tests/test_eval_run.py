@@ -4,12 +4,15 @@ The labels are built from the network's own predictions (so mIoU is known) with 
 blocks changed; the expected confusion matrix is computed here with a plain model call.
 """
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from typer.testing import CliRunner
 
 from cbst_tf.cli import app
@@ -86,6 +89,11 @@ def test_evaluate_writes_metrics_and_predictions(setup):
     assert nan_classes and all(metrics["iou"][metrics["classes"][c]] is None for c in nan_classes)
     assert metrics["scales"] == [1.0] and metrics["flip"] is False
     assert metrics["weights"].endswith("pretrain/final.weights.h5")
+    env = metrics["environment"]  # what produced the numbers (issue 29)
+    assert env["packages"]["tensorflow"] == tf.__version__ and env["packages"]["numpy"] == np.__version__
+    digest = hashlib.sha256(Path(metrics["weights"]).read_bytes()).hexdigest()[:16]
+    assert env["weights"] == {"weights": f"sha256:{digest}"}
+    assert isinstance(env["onednn"], bool) and env["threads"]["cpu_count"] == os.cpu_count()
     md = (out / "metrics.md").read_text()
     assert "| Method | Road | SW | Build |" in md and f"{metrics['miou']:.1f} |" in md
     preds = sorted(p.name for p in (out / "predictions").iterdir())

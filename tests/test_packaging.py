@@ -297,3 +297,48 @@ def test_image_context_builds_the_package(instructions, tmp_path):
     assert presets and set(presets) <= names, presets
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     assert re.search(r"^cbst-tf\s*=\s*cbst_tf\.cli:main$", entry_points, re.M), entry_points
+
+
+# ----------------------------------------------------------------------------- the lock
+
+LOCK = ROOT / "requirements" / "lock.txt"
+
+
+def _lock_pins() -> dict[str, list[tuple[str, str]]]:
+    """``{normalised name: [(version, marker)]}`` of requirements/lock.txt."""
+    pins: dict[str, list[tuple[str, str]]] = {}
+    for line in LOCK.read_text().splitlines():
+        if not line or line.startswith((" ", "#")):
+            continue
+        req, _, marker = line.partition(";")
+        name, _, version = req.strip().partition("==")
+        pins.setdefault(re.sub(r"[-_.]+", "-", name.split("[")[0]).lower(), []).append((version, marker.strip()))
+    return pins
+
+
+def test_the_lock_is_installed_and_used_by_every_install(instructions):
+    """make (demo, test, CI) and the image install with requirements/lock.txt as constraints,
+    and this environment (made by make) holds exactly its versions."""
+    from importlib import metadata
+
+    from packaging.markers import Marker
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "LOCK := requirements/lock.txt" in makefile and '-c $(LOCK) -e ".[dev]"' in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for keyword, args in instructions:
+        if keyword == "RUN" and "pip install" in args:
+            assert "-c /tmp/lock.txt" in args, args
+    pins = _lock_pins()
+    for key in ("tensorflow", "keras", "numpy", "opencv-python-headless", "pillow", "nvidia-cudnn-cu12"):
+        assert key in pins, key
+    wrong = []
+    for name, options in pins.items():
+        version = [v for v, m in options if not m or Marker(m).evaluate()]
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # e.g. the image's CUDA wheels, or another platform's packages
+        if version and installed != version[0]:
+            wrong.append(f"{name} {installed} (lock: {version[0]})")
+    assert not wrong, f"not the locked versions: {wrong}; run make install"

@@ -1,12 +1,12 @@
 """Coupled-L2 momentum SGD and the learning-rate schedules against closed forms."""
 
 import math
+import tomllib
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import tomllib
 from keras import ops
 from packaging.requirements import Requirement
 from packaging.version import Version

@@ -22,6 +22,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from cbst_tf import environment
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
 from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -125,6 +126,7 @@ def _evaluate(cfg: Config, weights: Path, directory: Path, manifest: dict, proto
         "flip": result["flip"], "input_scale": result["input_scale"],
         "upsample": result["upsample"], "long_side": result["long_side"],
         "num_pixels": result["num_pixels"], "confusion_matrix": result["confusion_matrix"],
+        "environment": environment.describe({"weights": weights}),
     }
     title = f"{protocol.table}: {name} on {directory.name}"
     atomic_write_text(out / "metrics.md", f"# {title}\n\n" + format_table({name: metrics}, protocol))
