@@ -2,11 +2,19 @@
 
 Nothing here imports TensorFlow or Keras or touches files (``tests/test_algos_pure.py``
 checks it): thresholds (Algorithms 1/2, exact and streaming), pseudo-label solvers
-(Eqs. 5, 8, 9), the self-paced policy, the spatial-prior maths and the pseudo-label
-quality diagnostics. They are the reference that the label step
-(:mod:`cbst_tf.selftrain`) runs, partly as TensorFlow twins next to the network.
+(Eqs. 5, 8, 9), the self-paced policy, the spatial-prior maths, the pseudo-label
+quality diagnostics, and CRST's soft pseudo-labels and target-subset score. They are the
+reference that the label step (:mod:`cbst_tf.selftrain`) runs, partly as TensorFlow twins
+next to the network.
 """
 
+from cbst_tf.algos.crst import (
+    REGULARIZERS,
+    class_balanced_score,
+    image_class_confidence,
+    lrent_soft_labels,
+    select_by_score,
+)
 from cbst_tf.algos.histogram import BINS, ConfidenceHistogram, prior_scale, quantise
 from cbst_tf.algos.policy import portion_for_round, rare_classes, source_count
 from cbst_tf.algos.priors import (
@@ -27,12 +35,16 @@ __all__ = [
     "BINS",
     "ConfidenceHistogram",
     "PriorAccumulator",
+    "REGULARIZERS",
     "assign_pseudo_labels",
+    "class_balanced_score",
     "class_frequency_accumulate",
     "class_posterior",
     "compute_thresholds",
     "gaussian_sigma",
+    "image_class_confidence",
     "kernel_at_prior",
+    "lrent_soft_labels",
     "portion_for_round",
     "prior_scale",
     "quality_counts",
@@ -41,6 +53,7 @@ __all__ = [
     "rare_classes",
     "resize_labels_nearest",
     "resize_priors",
+    "select_by_score",
     "selected_count",
     "smooth_and_normalise",
     "source_count",

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from cbst_tf import runs
 from cbst_tf.algos.policy import source_count
-from cbst_tf.config import Config
+from cbst_tf.config import Config, require_runnable
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
 from cbst_tf.layout import RunLayout
@@ -170,6 +170,7 @@ def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
 
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
+    require_runnable(cfg)
     out = RunLayout.of(cfg).finetune(round_)
     with runs.step(cfg, out, f"finetune round {round_}", prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
         if run.done:
