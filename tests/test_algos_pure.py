@@ -30,7 +30,8 @@ def heavy_modules_after_import(module: str) -> list[str]:
 
 def test_the_package_has_the_expected_modules():
     assert {"cbst_tf.algos.histogram", "cbst_tf.algos.thresholds", "cbst_tf.algos.pseudo_labels",
-            "cbst_tf.algos.policy", "cbst_tf.algos.priors", "cbst_tf.algos.quality"} <= set(MODULES)
+            "cbst_tf.algos.policy", "cbst_tf.algos.priors", "cbst_tf.algos.quality",
+            "cbst_tf.algos.crst"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -25,6 +25,8 @@ EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 BASES = sorted((ROOT / "experiments" / "base").glob("*.yaml"))
 IDS = [p.stem for p in EXPERIMENTS]
 METHODS = ("source_only", "st_sp", "st", "cbst_sp", "cbst")  # longest suffix first
+# CRST experiments: <setting>_crst_<regularizer>[_sp] regularise cbst[_sp] (docs/CRST.md).
+CRST_NAME = re.compile(r"_crst_(mrkld|mrent|mrl2|lrent)(_sp)?$")
 # cli command -> the library function it must reach (cbst_tf/cli.py)
 ENTRY = {"selftrain": ("cbst_tf.selftrain.driver", "run_selftrain"),
          "pretrain": ("cbst_tf.train.steps", "run_pretrain"),
@@ -126,8 +128,12 @@ def test_name_workdir_and_method(path, loaded):
     argv = command_of(path)
     if argv[0] in ("selftrain", "pretrain"):
         assert Path(cfg.runtime.workdir).name == path.stem, cfg.runtime.workdir
-        method = next(m for m in METHODS if path.stem.endswith("_" + m))
-        assert cfg.selftrain.method == method
+        crst = CRST_NAME.search(path.stem)
+        if crst:
+            method, regularizer = ("cbst_sp" if crst.group(2) else "cbst"), crst.group(1)
+        else:
+            method, regularizer = next(m for m in METHODS if path.stem.endswith("_" + m)), "none"
+        assert (cfg.selftrain.method, cfg.selftrain.regularizer) == (method, regularizer)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=IDS)
@@ -196,6 +202,44 @@ def test_every_paper_setting_is_covered(loaded):
     assert cities == {"Rome", "Rio", "Tokyo", "Taipei"}
     mst = [c for c in loaded.values() if c.eval.scales == [0.5, 0.75, 1.0] and c.selftrain.method == "cbst_sp"]
     assert mst, "no CBST-SP+MST evaluation (Table 3)"
+    crst = {(dataset(c.data.source), c.selftrain.method, c.selftrain.regularizer) for c in loaded.values()}
+    assert {("gta5", "cbst_sp", "mrkld"), ("synthia", "cbst_sp", "mrkld")} <= crst  # CRST MRKLD-SP (issue 30)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if CRST_NAME.search(p.stem)],
+                         ids=[p.stem for p in EXPERIMENTS if CRST_NAME.search(p.stem)])
+def test_crst_experiments_are_their_cbst_twin_plus_the_official_weight(path, loaded):
+    """A CRST row differs from the CBST row it regularises only in the regulariser (official weights)."""
+    cfg = loaded[path.stem]
+    assert (cfg.selftrain.mr_weight, cfg.selftrain.lr_weight) == (0.1, 0.25)  # mrkld.sh, lrent.sh
+    twin = copy.deepcopy(cfg)
+    twin.selftrain.regularizer = "none"
+    ours = {k: v for k, v in _flat(twin).items() if k not in ("name", "runtime.workdir")}
+    cbst = [c for c in loaded.values() if c.selftrain.regularizer == "none" and c.selftrain.method in
+            ("cbst", "cbst_sp") and (c.data.source, c.data.target, c.data.target_eval, c.model.name) ==
+            (cfg.data.source, cfg.data.target, cfg.data.target_eval, cfg.model.name)
+            and command_of(ROOT / "experiments" / f"{c.name}.yaml")[0] == "selftrain"]
+    assert cbst, f"{path.name}: no CBST experiment on the same data and network"
+    for other in cbst:
+        theirs = {k: v for k, v in _flat(other).items() if k not in ("name", "runtime.workdir")}
+        diff = {k for k in ours if ours[k] != theirs.get(k)}
+        assert diff <= {"selftrain.method"}, f"{path.name} differs from {other.name} in {sorted(diff)}"
+
+
+def _flat(cfg: Config) -> dict:
+    from cbst_tf.config import to_dict
+
+    out = {}
+
+    def walk(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(to_dict(cfg))
+    return out
 
 
 @pytest.mark.parametrize("path", [p for p in EXPERIMENTS if command_of(p)[0] == "crossval"],
