@@ -296,7 +296,7 @@ def test_lrent_selects_every_cbst_pixel_with_the_same_class(alpha):
 
 def test_lrent_ties_and_special_thresholds():
     p = np.array([[[0.5, 0.5, 0.0, 0.0],       # ratios (1, 0, 0, 0): Z = 1, cost 0: unlabelled
-                   [0.5, 0.0, 0.25, 0.25],     # a second positive ratio: Z > 1 (by 2**-8), selected
+                   [0.5, 0.0, 0.25, 0.25],     # more positive ratios: Z = 1 + 2**-8 + 2**-4, selected
                    [0.0, 1.0, 0.0, 0.0],       # its class has threshold +inf: y = 0 there, Z = 0
                    [0.0, 0.0, 0.0, 1.0]]],     # ratio 2 on class 3
                  np.float32)
