@@ -11,7 +11,7 @@ speed-up of the fast path (``keras_ms / ours_ms``) and the path the layer picks 
 setting. A path whose op raises (e.g. the native dilated gradient without oneDNN) is reported
 as ``"unsupported"`` with TensorFlow's one-line reason.
 
-    python bench/conv_paths.py [--scale 1.0] [--repeats 3] [--onednn 0,1]
+    python bench/conv_paths.py [--scale 1.0] [--repeats 3] [--onednn 0,1] [--threads 1 --cpu-time]
 
 ``--scale 0.5`` halves every map side (4x less work; the default takes about 3 minutes on 2 cores).
 """
@@ -41,12 +41,15 @@ CASES = [
 
 
 def _time(fn, repeats: int) -> float:
+    """Best ms of ``repeats`` calls after a warm-up: wall time, or with ``--cpu-time`` the
+    process's CPU time (all threads), which another load on the machine barely moves."""
+    clock = time.process_time if os.environ.get("BENCH_CPU_TIME") == "1" else time.perf_counter
     fn()  # tracing and the first (allocation-heavy) call
     best = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return best * 1e3
 
 
@@ -110,14 +113,20 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0, help="factor on every map side")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--onednn", default="0,1", help="TF_ENABLE_ONEDNN_OPTS values to run, in this order")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time by process CPU time (use with --threads 1 on a loaded machine)")
+    p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TF's default)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_child(args.scale, args.repeats)))
         return
-    result = {"scale": args.scale, "cpu_count": os.cpu_count(), "runs": {}}
+    result = {"scale": args.scale, "cpu_count": os.cpu_count(), "threads": args.threads,
+              "clock": "process CPU time" if args.cpu_time else "wall", "runs": {}}
     for value in args.onednn.split(","):
-        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value, "BENCH_CPU_TIME": "1" if args.cpu_time else "0"}
+        if args.threads:
+            env.update(TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS=str(args.threads))
         proc = subprocess.run([sys.executable, __file__, "--child", "--scale", str(args.scale),
                                "--repeats", str(args.repeats)], env=env, capture_output=True, text=True)
         if proc.returncode:
