@@ -200,14 +200,16 @@ def data_synth(
     city_list = [c for c in cities.split(",") if c]
 
     def fn() -> str:
-        created = outdir.claim_synth_out(out)
+        claim = outdir.claim_out(out, "data synth")
         try:
-            return _library("cbst_tf.synth.generate", "synthesize")(
+            summary = _library("cbst_tf.synth.generate", "synthesize")(
                 out=out, seed=seed, size=hw, n_source=n_source, n_target=n_target, n_val=n_val,
                 cities=city_list, n_city=n_val if n_city is None else n_city)
         except BaseException:
-            outdir.release_synth_out(out, created)
+            claim.release()
             raise
+        claim.seal()
+        return summary
 
     summary = _guard(fn)
     typer.echo(f"wrote the synthetic benchmark to {out}: {summary}")

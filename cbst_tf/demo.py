@@ -25,7 +25,7 @@ import numpy as np
 
 from cbst_tf import progress
 from cbst_tf.config import Config, load_config, save_resolved
-from cbst_tf.errors import CbstError
+from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.io import atomic_write_json, atomic_write_text, read_json
 from cbst_tf.layout import RunLayout, priors_file, weights_before_round
 
@@ -93,7 +93,7 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
 
     s = icfg.synth
     raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
-    _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus")
+    _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus", raw.parent / "stylized.json")
     return run_pretrain(icfg)
 
 
@@ -128,13 +128,26 @@ def _oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
             proc.wait()
 
 
-def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str) -> None:
-    """Convert ``root`` into ``dest`` unless an earlier run already did (its manifest exists)."""
-    from cbst_tf.data.convert import convert_dataset
+def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str, made_by: Path) -> None:
+    """Convert ``root`` into ``dest`` unless an earlier run converted the same raw data: the
+    manifest's command records the digest of ``made_by`` (the renderer's completion marker, which
+    holds its parameters), so data rendered again differently is converted again."""
+    import hashlib
 
-    if not (Path(dest) / "manifest.json").is_file():
-        convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
-                        workers=2, command=f"cbst-tf demo (convert {what})")
+    from cbst_tf.data.convert import convert_dataset
+    from cbst_tf.data.manifest import read_manifest
+
+    digest = hashlib.sha256(made_by.read_bytes()).hexdigest()[:16]
+    command = f"cbst-tf demo (convert {what}; raw {digest})"
+    if (Path(dest) / "manifest.json").is_file():
+        try:
+            if read_manifest(dest)["command"] == command:
+                return
+        except CbstError:
+            pass
+        progress.log(f"demo: {dest} was converted from other raw data; converting it again")
+    convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
+                    workers=2, command=command)
 
 
 def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
@@ -148,7 +161,7 @@ def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
             ("cityscapes", raw / "cityscapes", "train", cfg.data.target),
             ("cityscapes", raw / "cityscapes", "val", cfg.data.target_eval)]
     for fmt, root, split, dest in jobs:
-        _convert_once(fmt, root, split, dest, f"{fmt} {split or ''}")  # the manifests' command as before
+        _convert_once(fmt, root, split, dest, f"{fmt} {split or ''}", raw / "synth.json")
 
 
 def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
@@ -226,19 +239,53 @@ def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
 
 def run_demo(config: Path | None = None, overrides: list[str] | None = None, out: Path = Path("demo_out"),
              seed: int = 0, fast: bool = False) -> dict:
-    """Run (or resume) the whole demo; returns the report dict also written to ``report.json``."""
+    """Run (or resume) the whole demo; returns the report dict also written to ``report.json``.
+
+    ``out`` is claimed like every output directory (:mod:`cbst_tf.outdir`): only an earlier demo
+    made with the same settings is resumed or redone there."""
+    from cbst_tf.outdir import claim_out
+
+    start = time.monotonic()
+    out = Path(out)
+    cfg = demo_config(config, list(overrides or []), out, seed, fast)  # validated before anything is written
+    inputs = {"--config": config, "model.weights": None if cfg.model.weights == "imagenet" else cfg.model.weights}
+    icfg = init_config(cfg, out)
+    if icfg is not None:  # the source model and the oracle start from it
+        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
+    claim = claim_out(out, "demo", inputs)
+    try:
+        _same_config(cfg, out)
+        save_resolved(cfg, out, "demo_config.yaml")
+        report = _run(cfg, icfg, out, seed, fast, start)
+    except BaseException:
+        claim.release()
+        raise
+    claim.seal()
+    return report
+
+
+def _same_config(cfg: Config, out: Path) -> None:
+    """An earlier demo in ``out`` with other settings would be reused silently (its finished
+    stages are skipped): refuse, naming the settings that differ."""
+    from cbst_tf.runs import config_differences
+
+    if not (out / "demo_config.yaml").is_file():
+        return
+    differs = config_differences(cfg, out, name="demo_config.yaml", skip=("name", "runtime.log_every_items",
+                                                                           "train.log_every", "data.parallel_calls",
+                                                                           "data.cycle_length", "data.prefetch"))
+    if differs:
+        shown = ", ".join(differs[:8]) + (f" and {len(differs) - 8} more" if len(differs) > 8 else "")
+        raise ConfigError(f"--out {out}: holds a demo made with other settings (differs in: {shown}); "
+                          "choose another --out, or delete it to start over")
+
+
+def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float) -> dict:
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.selftrain.priors_step import run_priors
     from cbst_tf.train.steps import run_pretrain
 
-    start = time.monotonic()
-    out = Path(out)
-    cfg = demo_config(config, list(overrides or []), out, seed, fast)
-    icfg = init_config(cfg, out)
-    if icfg is not None:  # the source model and the oracle start from it
-        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
-    save_resolved(cfg, out, "demo_config.yaml")
     timings: dict[str, float] = {}
 
     def stage(name: str, fn, *args) -> Any:

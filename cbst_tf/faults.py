@@ -35,12 +35,19 @@ _OS_REASONS = {
 
 
 def _first_line(text: str) -> str:
-    """The first line of a (TF) message, without TF's ``{{function_node ...}}`` and ``[Op:...]`` noise."""
+    """The first line of a (TF) message, without TF's ``{{function_node ...}}`` / ``{{node ...}}``
+    and ``[Op:...]`` noise."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     line = lines[0] if lines else ""
     line = re.sub(r"\{\{.*?\}\}\s*", "", line)
+    line = re.sub(r"\{\{.*$", "", line)  # an unclosed one (TF cut the line)
     line = re.sub(r"\s*\[Op:.*$", "", line)
-    return line[:300]
+    return line.strip()[:300]
+
+
+def tf_message(exc: BaseException) -> str:
+    """The one line worth showing of a TensorFlow (or any) exception's message."""
+    return _first_line(getattr(exc, "message", None) or str(exc))
 
 
 def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:

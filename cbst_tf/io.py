@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,14 +142,47 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def require_regular(path: str | Path, what: str = "file") -> os.stat_result:
+    """``os.stat`` of a regular file (symlinks followed), or a one-line error: reading a FIFO
+    or a device would block or never end, so they are refused before they are opened."""
+    from cbst_tf.bounds import show_path
+    from cbst_tf.errors import CbstError
+
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CbstError(f"{show_path(path)}: {what} not found") from None
+    except OSError as exc:
+        raise CbstError(f"{show_path(path)}: cannot read the {what} ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise CbstError(f"{show_path(path)}: {what} is {kind}, not a regular file; refusing to read it")
+    return info
+
+
 def read_json(path: str | Path) -> Any:
-    """Read JSON, turning a missing or corrupt file into a one-line error."""
+    """Read JSON, turning a missing, oversized, non-UTF-8, corrupt or too deeply nested file
+    into a one-line error (:mod:`cbst_tf.bounds`)."""
+    from cbst_tf.bounds import MAX_DEPTH, MAX_JSON_BYTES, depth_of
     from cbst_tf.errors import CbstError
 
     path = Path(path)
-    if not path.is_file():
-        raise CbstError(f"{path}: file not found")
+    info = require_regular(path)
+    if info.st_size > MAX_JSON_BYTES:
+        raise CbstError(f"{path}: {info.st_size} bytes, larger than any JSON file cbst-tf writes "
+                        f"(at most {MAX_JSON_BYTES}); refusing to read it")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
+    except UnicodeDecodeError:
+        raise CbstError(f"{path}: corrupt JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise CbstError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise CbstError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+    if depth_of(data) > MAX_DEPTH:
+        raise CbstError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; refusing to read it")
+    return data

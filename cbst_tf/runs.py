@@ -44,7 +44,7 @@ def _lock(path: Path) -> None:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
-                owner = lock.read_text().strip()
+                owner = lock.read_bytes()[:200].decode("utf-8", "replace").strip()
             except OSError:
                 owner = ""
             host, _, pid = owner.rpartition("~")
@@ -96,10 +96,12 @@ class Step:
     done: bool
     plan: Any = None
     summary: str | None = None
+    outputs: tuple[str, ...] = ()
 
-    def finish(self, summary: str) -> None:
-        """Write ``DONE`` (with ``summary``) when the ``with`` block ends without an error."""
-        self.summary = summary
+    def finish(self, summary: str, outputs: tuple[str, ...] = ()) -> None:
+        """Write ``DONE`` (with ``summary`` and the ``outputs`` it vouches for, relative to the
+        step directory) when the ``with`` block ends without an error."""
+        self.summary, self.outputs = summary, tuple(outputs)
 
 
 @contextlib.contextmanager
@@ -122,17 +124,41 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
 
     path = Path(path)
     rt = setup(cfg)
-    if resumable and is_done(path):
-        report_done(cfg, path, what, ignore)
-        yield Step(path, rt, done=True)
-        return
+    if resumable and (path / "DONE").is_file():
+        missing = missing_outputs(path)
+        if not missing:
+            report_done(cfg, path, what, ignore)
+            yield Step(path, rt, done=True)
+            return
+        log(f"{what}: {path / 'DONE'} is there but {path / missing[0]} is missing; running the step again")
+        (path / "DONE").unlink(missing_ok=True)
+    if resumable:
+        refuse_changed_resume(cfg, path, what, ignore)
     plan = prepare(rt) if prepare is not None else None
     if record:
         _start(cfg, path, lock)
     run = Step(path, rt, done=False, plan=plan)
     yield run
     if run.summary is not None:
-        mark_done(path, run.summary)
+        mark_done(path, run.summary, run.outputs)
+
+
+def _resumable_state(path: Path) -> bool:
+    """Whether a step directory holds anything to resume from (a checkpoint, cache or partial
+    output), beyond its ``config.yaml``, lock, temporaries and empty TensorBoard logs."""
+    from cbst_tf.io import _TEMP
+
+    try:
+        entries = {p.name: p for p in path.iterdir() if not _TEMP.match(p.name)}
+    except OSError:
+        return False
+    if not set(entries) <= {"config.yaml", "tb", _LOCK, "DONE"}:
+        return True
+    tb = entries.get("tb")
+    try:
+        return tb is not None and any(not f.name.startswith("events.out.tfevents") for f in tb.rglob("*"))
+    except OSError:
+        return True
 
 
 def prune_failed_steps() -> list[Path]:
@@ -142,13 +168,9 @@ def prune_failed_steps() -> list[Path]:
     while _STARTED:
         path = _STARTED.pop()
         try:
-            entries = {p.name: p for p in path.iterdir()}
+            if (path / "DONE").exists() or _resumable_state(path) or not path.is_dir():
+                continue
         except OSError:
-            continue
-        if "DONE" in entries or not set(entries) <= {"config.yaml", "tb", _LOCK}:
-            continue
-        tb = entries.get("tb")
-        if tb is not None and any(not f.name.startswith("events.out.tfevents") for f in tb.rglob("*")):
             continue
         import shutil
 
@@ -164,13 +186,39 @@ def prune_failed_steps() -> list[Path]:
     return removed
 
 
+_OUTPUTS = "outputs: "
+
+
+def missing_outputs(path: Path) -> list[str]:
+    """The outputs a step's ``DONE`` vouches for that no longer exist (relative to the step)."""
+    import json
+
+    try:
+        lines = (Path(path) / "DONE").read_bytes()[:65536].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    listed: list = []
+    for line in lines:
+        if line.startswith(_OUTPUTS):
+            try:
+                listed = json.loads(line[len(_OUTPUTS):])
+            except ValueError:
+                listed = []
+    return [name for name in listed if isinstance(name, str) and not (Path(path) / name).exists()]
+
+
 def is_done(path: Path) -> bool:
-    return (Path(path) / "DONE").is_file()
+    """``DONE`` exists and every output it lists does: a step whose outputs were deleted is not done."""
+    return (Path(path) / "DONE").is_file() and not missing_outputs(path)
 
 
-def mark_done(path: Path, summary: str = "") -> None:
-    """Completion marker: written last, so its presence means the step finished."""
-    atomic_write_text(Path(path) / "DONE", summary + "\n")
+def mark_done(path: Path, summary: str = "", outputs: tuple[str, ...] | list[str] = ()) -> None:
+    """Completion marker: written last, so its presence means the step finished. ``outputs``
+    (paths relative to the step) must exist for the step to count as done later."""
+    import json
+
+    listed = f"{_OUTPUTS}{json.dumps(list(outputs))}\n" if outputs else ""
+    atomic_write_text(Path(path) / "DONE", summary + "\n" + listed)
     lock = Path(path) / _LOCK
     if lock in _HELD:
         _HELD.remove(lock)
@@ -178,19 +226,25 @@ def mark_done(path: Path, summary: str = "") -> None:
 
 
 # Keys that never change a step's result: a rerun that differs only in them is not reported.
-_NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "data.parallel_calls",
-              "data.cycle_length", "data.prefetch", "eval.", "synth.")
+_NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "train.keep_checkpoints",
+              "data.parallel_calls", "data.cycle_length", "data.prefetch", "eval.", "synth.")
+# A resumed training step may be given another length (it then trains to the new train.steps).
+_RESUME_MAY_CHANGE = ("train.steps",)
 
 
-def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Keys whose value in ``cfg`` differs from the ``config.yaml`` that step ``path`` ran with."""
-    import yaml
-
+def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = (), name: str = "config.yaml",
+                       skip: tuple[str, ...] = _NO_EFFECT) -> list[str]:
+    """Keys whose value in ``cfg`` differs from the ``config.yaml`` (``name``) that step ``path``
+    ran with, except the ``skip`` and ``ignore`` prefixes."""
     from cbst_tf.config import to_dict
+    from cbst_tf.errors import ConfigError
+    from cbst_tf.yamlio import load_yaml, read_text_file
 
     try:
-        old = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        old = load_yaml(read_text_file(Path(path) / name), str(Path(path) / name)) or {}
+    except ConfigError:
+        return []
+    if not isinstance(old, dict):
         return []
 
     def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -202,8 +256,22 @@ def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = ()) ->
         return out
 
     new_flat, old_flat = flat(to_dict(cfg)), flat(old)
-    skip = _NO_EFFECT + tuple(ignore)
+    skip = tuple(skip) + tuple(ignore)
     return [k for k in new_flat if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k)]
+
+
+def refuse_changed_resume(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """A step interrupted mid-way resumes from its checkpoints, caches or partial outputs; with
+    settings that change its result it would silently mix two runs: refuse, naming the keys."""
+    from cbst_tf.errors import ConfigError
+
+    if not (Path(path) / "config.yaml").is_file() or not _resumable_state(Path(path)):
+        return
+    differs = config_differences(cfg, path, ignore + _RESUME_MAY_CHANGE)
+    if differs:
+        shown = ", ".join(differs[:8]) + (f" and {len(differs) - 8} more" if len(differs) > 8 else "")
+        raise ConfigError(f"{what}: {path} was started with other settings (differs in: {shown}); "
+                          f"rerun with those to resume it, or delete {path} to start over")
 
 
 def report_done(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:

@@ -83,7 +83,7 @@ def run_crossval(cfg: Config, city: str) -> dict:
     with step(cfg, base, f"crossval {city}", resumable=False) as run:
         rows, report = _folds(cfg, city, test_src, base)
         if not is_done(base):
-            run.finish(city)
+            run.finish(city, outputs=("results.json",))
     gate_row = ROWS[cfg.selftrain.method]
     miou, minimum = rows[gate_row]["miou"], cfg.eval.min_miou
     if minimum is not None and (miou is None or miou < minimum):

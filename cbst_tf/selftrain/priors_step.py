@@ -118,9 +118,10 @@ def run_priors(cfg: Config) -> Path:
     """Count, smooth and normalise the source class frequencies; return ``priors.npy``'s path."""
     layout = RunLayout.of(cfg)
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
-              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm")) as run:
+              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm", "data.target",
+                      "data.input_scale")) as run:
         if not run.done:
-            run.finish(_count(cfg, run.path, layout.priors_file, run.plan))
+            run.finish(_count(cfg, run.path, layout.priors_file, run.plan), outputs=("priors.npy", "priors.json"))
     return layout.priors_file
 
 

@@ -115,5 +115,6 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
     if all(q is not None for q in qualities):  # the target had labels: diagnostics for the user
         stats["pseudo_label_quality"] = quality_summary(np.sum(qualities, axis=0))
     atomic_write_json(label_dir / "stats.json", stats)
-    mark_done(label_dir, f"round {info['round']}: {num_images} images")
+    mark_done(label_dir, f"round {info['round']}: {num_images} images",
+              outputs=["stats.json", "pseudo/manifest.json", *(f"pseudo/{s['shard']}" for s in summaries)])
     return True

@@ -28,6 +28,12 @@ from cbst_tf.train.checkpoint import export_weights
 from cbst_tf.train.loop import DatasetFn, train
 from cbst_tf.train.optimizer import build_optimizer
 
+#: Settings that do not change a pretraining / round R's finetuning result (not compared on
+#: resume or reported when DONE): the target is only read by later steps, the rounds' count and
+#: test passes by other steps.
+PRETRAIN_IGNORES = ("selftrain.", "data.target", "data.input_scale")
+FINETUNE_IGNORES = ("selftrain.rounds", "selftrain.test_", "data.target_eval", "data.input_scale")
+
 
 def segment_seed(seed: int, segment: int) -> int:
     """The input-pipeline seed of one checkpoint segment (data order = f(seed, step))."""
@@ -116,7 +122,7 @@ def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
     if rt.is_chief:
         export_weights(model, final)
         last = f" last_loss={result.losses[-1]:.6g}" if result.losses else ""
-        run.finish(f"steps={result.step}{last}")
+        run.finish(f"steps={result.step}{last}", outputs=(final.name,))
     return final
 
 
@@ -132,7 +138,7 @@ def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
 def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
     out = RunLayout.of(cfg).pretrain
-    with runs.step(cfg, out, "pretrain", ignore=("selftrain.",), prepare=lambda rt: _pretrain_inputs(cfg, rt)) as run:
+    with runs.step(cfg, out, "pretrain", ignore=PRETRAIN_IGNORES, prepare=lambda rt: _pretrain_inputs(cfg, rt)) as run:
         if run.done:
             return RunLayout.final(out)
         return _train_step(cfg, run, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
@@ -171,7 +177,8 @@ def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
     out = RunLayout.of(cfg).finetune(round_)
-    with runs.step(cfg, out, f"finetune round {round_}", prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
+    with runs.step(cfg, out, f"finetune round {round_}", ignore=FINETUNE_IGNORES,
+                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
         if run.done:
             return RunLayout.final(out)
         plan = run.plan
