@@ -49,7 +49,7 @@ def _main(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Log lines instead of bars.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
-    _STATE["debug"] = debug
+    _STATE.update(debug=debug, cfg=None, config_name="")
     progress.configure(enabled=not no_progress)
 
 
@@ -92,7 +92,10 @@ def _fault(exc: BaseException) -> None:
     """A full disk, read-only directory, corrupt shard... as one line; a real bug re-raised."""
     from cbst_tf.faults import translate
 
-    err = None if _STATE["debug"] else translate(exc, _datasets())
+    try:
+        err = None if _STATE["debug"] else translate(exc, _datasets(), _STATE.get("config_name", ""))
+    except Exception:  # noqa: BLE001 - the handler must never replace the error it is reporting
+        err = None
     if err is None:
         raise exc
     typer.echo(f"error: {err}", err=True)
@@ -143,6 +146,7 @@ def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, e
     overrides = list(sets or []) + list(extra)
     if workdir is not None:
         overrides.append(("--workdir", "runtime.workdir", str(workdir)))
+    _STATE["config_name"] = f"config {config}" if config is not None else "the default config"
     cfg = load_config(config, overrides)
     _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)

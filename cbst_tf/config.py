@@ -61,6 +61,10 @@ class DataConfig:
     parallel_calls: int = field(default=4, metadata=_rng(1, 256))
     cycle_length: int = field(default=4, metadata=_rng(1, 256))
     prefetch: int = field(default=2, metadata=_rng(0, 64))
+    # Leave out (and count, in one warning) records whose image or label cannot be decoded,
+    # instead of stopping with an error that names the first one. Finding them decodes every
+    # image of each dataset once per process.
+    skip_bad: bool = False
 
 
 @dataclass

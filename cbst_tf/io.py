@@ -164,6 +164,56 @@ def require_regular(path: str | Path, what: str = "file") -> os.stat_result:
     return info
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes ("" when it does not exist): what a cache or partial result made
+    from it is keyed by. Computed once per process for a given (path, size, mtime, inode)."""
+    import hashlib
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Fail now, not after hours of work, when ``path`` (a file or directory still to be written)
+    cannot be created: its nearest existing ancestor must be a writable directory, and ``path``
+    itself, if it exists, must not be a directory when a file is meant (``what`` ends in "file")."""
+    from cbst_tf.bounds import check_paths, show_path
+    from cbst_tf.errors import CbstError
+
+    path = Path(path)
+    check_paths([(what, path)])
+    if what.endswith("file") and path.is_dir():
+        raise CbstError(f"{show_path(path)}: is a directory; the {what} cannot be written there")
+    parent = path if path.is_dir() else path.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CbstError(f"{show_path(parent)}: is not a directory; cannot write the {what} {show_path(path)}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(parent) else "permission denied"
+        raise CbstError(f"{show_path(parent)}: {reason}; cannot write the {what} {show_path(path)}")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def read_json(path: str | Path) -> Any:
     """Read JSON, turning a missing, oversized, non-UTF-8, corrupt or too deeply nested file
     into a one-line error (:mod:`cbst_tf.bounds`)."""

@@ -71,7 +71,7 @@ def release_locks() -> None:
 _STARTED: list[Path] = []  # step directories this process started (pruned if the step fails early)
 
 
-def _start(cfg: Config, path: Path, lock: bool) -> Path:
+def _start(cfg: Config, path: Path, lock: bool, inputs: dict[str, str] | None = None) -> Path:
     workdir = Path(cfg.runtime.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise CbstError(f"runtime.workdir: {workdir} exists and is not a directory")
@@ -82,8 +82,47 @@ def _start(cfg: Config, path: Path, lock: bool) -> Path:
         for stale in remove_stale_temps(path):
             log(f"removed {stale} left by a killed run")
     save_resolved(cfg, path)
+    if inputs is not None:
+        from cbst_tf.io import atomic_write_json
+
+        atomic_write_json(path / _INPUTS, inputs)
     _STARTED.append(path)
     return path
+
+
+_INPUTS = "inputs.json"  # digests of the files a step read (cbst_tf.io.file_digest): what its results are keyed by
+
+
+def _changed_inputs(path: Path, now: dict[str, str]) -> list[str]:
+    """The inputs whose digest differs from the ones step ``path`` recorded ([] if none recorded)."""
+    from cbst_tf.io import read_json
+
+    if not (Path(path) / _INPUTS).is_file():
+        return []
+    try:
+        old = read_json(Path(path) / _INPUTS)
+    except CbstError:
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    return [name for name, digest in now.items() if old.get(name) != digest]
+
+
+def _discard_stale(path: Path, what: str, now: dict[str, str]) -> None:
+    """Partial results (checkpoints, caches, histograms, parts) made from other input files are
+    not resumed from: they are deleted, with a log line naming the inputs that changed."""
+    import shutil
+
+    changed = _changed_inputs(path, now)
+    if not changed or not _resumable_state(path):
+        return
+    log(f"{what}: discarding the partial results in {path}: made from another {', '.join(changed)}")
+    for entry in path.iterdir():
+        if entry.name in ("config.yaml", _LOCK):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 @dataclass
@@ -107,7 +146,7 @@ class Step:
 @contextlib.contextmanager
 def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | None = None,
          ignore: tuple[str, ...] = (), lock: bool = True, resumable: bool = True,
-         record: bool = True) -> Iterator[Step]:
+         record: bool = True, inputs: Callable[[], dict[str, str]] | None = None) -> Iterator[Step]:
     """The lifecycle of every ``run_*``: one place, so no step runs without the runtime settings.
 
     1. ``runtime.setup(cfg)`` (strategy, precision policy, seeds, op determinism), ALSO when
@@ -119,6 +158,11 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
        on several machines), remove temporaries of killed runs, write the resolved ``config.yaml``;
     5. after the body: ``DONE`` with the summary it gave :meth:`Step.finish` (a step that
        writes its own ``DONE``, like the sliced label step, gives none).
+
+    ``inputs()`` returns ``{name: digest}`` of the files the step reads (weights, datasets,
+    priors), recorded in ``inputs.json``: a DONE step made from other files says so, and the
+    partial results of an interrupted one made from other files are discarded (with a log line)
+    instead of being resumed. A resume with other result-changing settings is refused.
     """
     from cbst_tf.runtime import setup
 
@@ -127,7 +171,7 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
     if resumable and (path / "DONE").is_file():
         missing = missing_outputs(path)
         if not missing:
-            report_done(cfg, path, what, ignore)
+            report_done(cfg, path, what, ignore, _changed_inputs(path, inputs()) if inputs else [])
             yield Step(path, rt, done=True)
             return
         log(f"{what}: {path / 'DONE'} is there but {path / missing[0]} is missing; running the step again")
@@ -135,8 +179,11 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
     if resumable:
         refuse_changed_resume(cfg, path, what, ignore)
     plan = prepare(rt) if prepare is not None else None
+    now = inputs() if inputs is not None else None
+    if resumable and now is not None:
+        _discard_stale(path, what, now)
     if record:
-        _start(cfg, path, lock)
+        _start(cfg, path, lock, now)
     run = Step(path, rt, done=False, plan=plan)
     yield run
     if run.summary is not None:
@@ -152,7 +199,7 @@ def _resumable_state(path: Path) -> bool:
         entries = {p.name: p for p in path.iterdir() if not _TEMP.match(p.name)}
     except OSError:
         return False
-    if not set(entries) <= {"config.yaml", "tb", _LOCK, "DONE"}:
+    if not set(entries) <= {"config.yaml", "tb", _LOCK, "DONE", _INPUTS}:
         return True
     tb = entries.get("tb")
     try:
@@ -274,10 +321,16 @@ def refuse_changed_resume(cfg: Config, path: Path, what: str, ignore: tuple[str,
                           f"rerun with those to resume it, or delete {path} to start over")
 
 
-def report_done(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
-    """Say that a step is skipped because it is DONE, and which settings it was NOT run with."""
+def report_done(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = (),
+                changed_inputs: list[str] = ()) -> None:
+    """Say that a step is skipped because it is DONE, and which settings (or input files) it was
+    NOT run with."""
     differs = config_differences(cfg, path, ignore)
-    if differs:
+    if changed_inputs:
+        also = f" and its config differs in: {', '.join(differs)}" if differs else ""
+        log(f"{what}: already done, but from another {', '.join(changed_inputs)}{also}; "
+            f"delete {Path(path) / 'DONE'} to redo")
+    elif differs:
         log(f"{what}: already done (config differs in: {', '.join(differs)}); delete {Path(path) / 'DONE'} to redo")
     else:
         log(f"{what}: already done ({path})")

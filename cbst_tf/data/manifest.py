@@ -122,6 +122,31 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def dataset_digest(directory: str | Path) -> str:
+    """What a converted dataset holds, for keying results made from it ("" when it has no
+    manifest): its ``manifest.json`` and the names and sizes of its shards."""
+    import hashlib
+    import os
+
+    from cbst_tf.io import file_digest
+
+    path = Path(directory) / MANIFEST
+    manifest = file_digest(path)
+    if not manifest:
+        return ""
+    h = hashlib.sha256(manifest.encode())
+    try:
+        shards = read_json(path).get("shards", [])
+    except CbstError:
+        shards = []
+    for shard in shards if isinstance(shards, list) else []:
+        try:
+            h.update(f"{shard} {os.stat(Path(directory) / str(shard)).st_size}\n".encode())
+        except (OSError, ValueError):
+            h.update(f"{shard} missing\n".encode())
+    return h.hexdigest()
+
+
 def check_training_data(directory: str | Path, num_classes: int, key: str) -> dict[str, Any]:
     """The manifest of a directory that a training step learns from: labelled, with the
     configured class count (a mismatch would otherwise surface as a TF index error mid-run)."""

@@ -117,7 +117,10 @@ def _png(image: np.ndarray) -> bytes:
 def run_priors(cfg: Config) -> Path:
     """Count, smooth and normalise the source class frequencies; return ``priors.npy``'s path."""
     layout = RunLayout.of(cfg)
+    from cbst_tf.data.manifest import dataset_digest
+
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
+              inputs=lambda: {"data.source": dataset_digest(cfg.data.source) if cfg.data.source else ""},
               ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm", "data.target",
                       "data.input_scale")) as run:
         if not run.done:

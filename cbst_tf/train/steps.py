@@ -126,6 +126,20 @@ def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
     return final
 
 
+def _digests(cfg: Config, files: dict, init: bool = False) -> dict[str, str]:
+    """Digests of a training step's input files (datasets by manifest and shards, weights by
+    bytes), plus (``init``) the initialisation ``model.weights`` when it is a local file: its checkpoints
+    are resumed only while these are unchanged (:func:`cbst_tf.runs.step`)."""
+    from cbst_tf.data.manifest import dataset_digest
+    from cbst_tf.io import file_digest
+
+    out = {name: (dataset_digest(path) if Path(path).is_dir() else file_digest(path)) if path else ""
+           for name, path in files.items()}
+    if init and cfg.model.weights and cfg.model.weights != "imagenet":
+        out["model.weights"] = file_digest(cfg.model.weights)
+    return out
+
+
 def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
     if not cfg.data.source:
         raise CbstError("data.source: no source TFRecord directory configured")
@@ -138,7 +152,8 @@ def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
 def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
     out = RunLayout.of(cfg).pretrain
-    with runs.step(cfg, out, "pretrain", ignore=PRETRAIN_IGNORES, prepare=lambda rt: _pretrain_inputs(cfg, rt)) as run:
+    with runs.step(cfg, out, "pretrain", ignore=PRETRAIN_IGNORES, prepare=lambda rt: _pretrain_inputs(cfg, rt),
+                   inputs=lambda: _digests(cfg, {"data.source": cfg.data.source}, init=True)) as run:
         if run.done:
             return RunLayout.final(out)
         return _train_step(cfg, run, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
@@ -177,8 +192,11 @@ def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
     out = RunLayout.of(cfg).finetune(round_)
+    layout = RunLayout.of(cfg)
+    inputs = {"model": runs.weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
+              "data.source": cfg.data.source}
     with runs.step(cfg, out, f"finetune round {round_}", ignore=FINETUNE_IGNORES,
-                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
+                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt), inputs=lambda: _digests(cfg, inputs)) as run:
         if run.done:
             return RunLayout.final(out)
         plan = run.plan
