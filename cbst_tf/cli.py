@@ -8,7 +8,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,26 +113,12 @@ def _datasets() -> list[str]:
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow and initialise its devices with stderr muted.
-
-    Its C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN and
-    CUDA notices, "failed call to cuInit" on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL; they are
-    shown with --debug.
-    """
-    if _STATE["debug"] or "tensorflow" in sys.modules:
+    """Import TensorFlow with its C++ start-up lines muted (:mod:`cbst_tf.tfnoise`); shown with --debug."""
+    if _STATE["debug"]:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
+    from cbst_tf.tfnoise import quiet_import
 
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    quiet_import()
 
 
 def _library(module: str, name: str) -> Any:
@@ -420,6 +405,10 @@ def main() -> None:
     argv = sys.argv[1:]
     front = [a for a in argv if a in ("--debug", "--no-progress")]
     rest = [a for a in argv if a not in ("--debug", "--no-progress")]
+    if "--debug" not in front:
+        from cbst_tf.tfnoise import filter_stderr
+
+        filter_stderr()  # TF's harmless E0000 lines of every round (make demo)
     app(args=front + rest, prog_name="cbst-tf")
 
 

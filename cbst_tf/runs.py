@@ -283,7 +283,7 @@ def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = (), na
                        skip: tuple[str, ...] = _NO_EFFECT) -> list[str]:
     """Keys whose value in ``cfg`` differs from the ``config.yaml`` (``name``) that step ``path``
     ran with, except the ``skip`` and ``ignore`` prefixes."""
-    from cbst_tf.config import to_dict
+    from cbst_tf.config import Config, to_dict
     from cbst_tf.errors import ConfigError
     from cbst_tf.yamlio import load_yaml, read_text_file
 
@@ -302,9 +302,11 @@ def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = (), na
             out.update(flat(value, f"{prefix}{key}."))
         return out
 
-    new_flat, old_flat = flat(to_dict(cfg)), flat(old)
+    # A key the old config.yaml lacks (added in a later version) held its default then.
+    new_flat, old_flat, default = flat(to_dict(cfg)), flat(old), flat(to_dict(Config()))
     skip = tuple(skip) + tuple(ignore)
-    return [k for k in new_flat if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k)]
+    return [k for k in new_flat
+            if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k, default.get(k))]
 
 
 def refuse_changed_resume(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
