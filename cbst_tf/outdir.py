@@ -201,8 +201,12 @@ def claim_out(out: str | Path, command: str, inputs: Inputs = (), flag: str = "-
     """Check ``out`` like :func:`check_out`, create it if needed and mark it as being written by
     ``command`` (an unfinished run that only this directory can resume)."""
     out = Path(out)
+    from cbst_tf.io import check_writable
+
     resumed = check_out(out, command, inputs, flag)
     created = not os.path.lexists(out)
+    if created:
+        check_writable(out, f"{flag} directory")
     out.mkdir(parents=True, exist_ok=True)
     here = os.stat(out)
     _write_marker(out, {"command": command, "complete": False, "directory": [here.st_dev, here.st_ino]})

@@ -53,21 +53,19 @@ def _pump(read_fd: int, write_fd: int) -> None:
             chunk = b""
         data, pending = pending + chunk, b""
         out = []
-        while data:
-            newline = data.find(b"\n")
-            if at_start and newline < 0:
-                if chunk and _LOG_START.match(data) and len(data) < 65536:
+        while data:  # segments end at "\n" or "\r" (a progress bar's update)
+            ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+            if not ends:
+                if at_start and chunk and _LOG_START.match(data) and len(data) < 65536:
                     pending = data  # maybe the start of a line to drop: wait for its end
                 else:
                     out.append(data)
                     at_start = False
                 break
-            if newline < 0:
-                out.append(data)
-                break
-            line, data = data[:newline + 1], data[newline + 1:]
-            if not (at_start and HARMLESS.search(line)):
-                out.append(line)
+            end = min(ends) + 1
+            segment, data = data[:end], data[end:]
+            if not (at_start and HARMLESS.search(segment)):
+                out.append(segment)
             at_start = True
         if out:
             try:
