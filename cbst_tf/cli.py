@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cbst_tf import __version__, progress
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config, load_config
 from cbst_tf.errors import CbstError, ConfigError
 
@@ -211,7 +212,7 @@ def parse_hw(text: str) -> tuple[int, int]:
         if h <= 0 or w <= 0:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"expected HxW with positive integers, got {text!r}") from None
+        raise typer.BadParameter(f"expected HxW with positive integers, got {quote(text)}") from None
     return h, w
 
 
@@ -247,7 +248,7 @@ def weights_import_mxnet(
         try:
             num_classes = int(num_classes)
         except ValueError:
-            raise typer.BadParameter(f"--num-classes expects 'auto' or an integer, got {num_classes!r}") from None
+            raise typer.BadParameter(f"--num-classes expects 'auto' or an integer, got {quote(num_classes)}") from None
     report = _guard(lambda: _library("cbst_tf.models.import_mxnet", "import_mxnet")(
         params, out, model=model, num_classes=num_classes, freeze_bn=freeze_bn))
     typer.echo(report.summary())
@@ -304,7 +305,7 @@ def label(
 ) -> None:
     """Pseudo-label the target for round R (Algorithms 1/2, Eqs. 5/8/9)."""
     if phase not in ("all", "stats", "write"):
-        raise typer.BadParameter(f"--phase must be all, stats or write, got {phase!r}")
+        raise typer.BadParameter(f"--phase must be all, stats or write, got {quote(phase)}")
     _call("cbst_tf.selftrain.label_step", "run_label", config, set_, workdir,
           round_=round_, shard=parse_shard(shard), phase=phase)
 
@@ -318,7 +319,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         if not 0 <= i < n:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n, got {text!r}") from None
+        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n, got {quote(text)}") from None
     return i, n
 
 
@@ -359,8 +360,8 @@ def evaluate(
     if min_miou is not None:
         extra.append(("--min-miou", "eval.min_miou", min_miou))
     if save_predictions is not None:
-        if save_predictions != "all" and not save_predictions.isdigit():
-            _guard(_raise, ConfigError(f"--save-predictions {save_predictions!r}: expected a number of images or 'all'"))
+        if save_predictions != "all" and not (save_predictions.isdigit() and len(save_predictions) <= 10):
+            _guard(_raise, ConfigError(f"--save-predictions {quote(save_predictions)}: expected a number of images or 'all'"))
         extra.append(("--save-predictions", "eval.save_predictions",
                       -1 if save_predictions == "all" else int(save_predictions)))
     _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)

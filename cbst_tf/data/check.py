@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cbst_tf.bounds import quote
 from cbst_tf.data.manifest import read_manifest
 
 #: Largest image a record may claim (pixels): far above Cityscapes' 2 megapixels, far below
@@ -34,7 +35,7 @@ class BadRecord:
     reason: str
 
     def describe(self) -> str:
-        return f"{self.shard}: record {self.source_id!r}: {self.reason}"
+        return f"{self.shard}: record {quote(self.source_id)}: {self.reason}"
 
 
 def _png_problem(data: bytes, what: str) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cbst_tf.bounds import quote
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
 
@@ -68,7 +69,7 @@ def _int(value: Any) -> bool:
 def _check_types(manifest: dict[str, Any], path: Path) -> None:
     """Types of the keys and the counts that must agree (a hand-edited manifest is caught here)."""
     def bad(key: str, expected: str) -> CbstError:
-        return CbstError(f"{path}: key '{key}' must be {expected}, got {manifest[key]!r}")
+        return CbstError(f"{path}: key '{key}' must be {expected}, got {quote(manifest[key])}")
 
     for key in ("name", "format", "label_space", "command"):
         if not isinstance(manifest[key], str):

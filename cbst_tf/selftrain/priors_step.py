@@ -24,6 +24,7 @@ from cbst_tf.algos.priors import (
     kernel_at_prior,
     smooth_and_normalise,
 )
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, read_json
@@ -52,10 +53,10 @@ def _labels(directory: Path, manifest: dict, parallel_calls: int):
         for source_id, png in ds.as_numpy_iterator():
             name = source_id.decode("utf-8", "replace")
             if not png:
-                raise CbstError(f"{directory}: example {name!r} has no label; priors need labelled source data")
+                raise CbstError(f"{directory}: example {quote(name)} has no label; priors need labelled source data")
             label = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
             if label is None or label.ndim != 2:
-                raise CbstError(f"{directory}: example {name!r} has a corrupt label PNG")
+                raise CbstError(f"{directory}: example {quote(name)} has a corrupt label PNG")
             yield name, label
     except tf.errors.OpError as exc:
         raise CbstError(f"{directory}: cannot read TFRecords ({exc.message.splitlines()[0]})") from None
@@ -70,7 +71,7 @@ def _image_size(manifest: dict, first: tuple[int, int] | None) -> tuple[int, int
             h, w = (int(v) for v in text.lower().split("x"))
             return h, w
         except ValueError:
-            raise CbstError(f"manifest.json: image_sizes key {text!r} is not HxW") from None
+            raise CbstError(f"manifest.json: image_sizes key {quote(text)} is not HxW") from None
     if first is None:
         raise CbstError("data.source: no labelled examples")
     return first
@@ -152,7 +153,7 @@ def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
         try:
             acc.update(label)
         except CbstError as exc:
-            raise CbstError(f"{source}: example {name!r}: {exc}") from None
+            raise CbstError(f"{source}: example {quote(name)}: {exc}") from None
         first = first or tuple(label.shape)
     if acc.num_images == 0:
         raise CbstError(f"{source}: no examples to count")

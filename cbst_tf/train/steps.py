@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from cbst_tf import runs
 from cbst_tf.algos.policy import source_count
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
@@ -171,7 +172,7 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
     stats_path = layout.stats(round_)
     rare = read_json(stats_path).get("rare_classes", [])
     if not isinstance(rare, list) or not all(isinstance(c, int) and 0 <= c < 255 for c in rare):
-        raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {rare!r}")
+        raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {quote(rare)}")
     from cbst_tf.data.manifest import check_training_data
 
     n_target = int(check_training_data(pseudo, cfg.data.num_classes, "the pseudo-labels")["num_examples"])

@@ -70,4 +70,4 @@ def check_split(split: str | None) -> None:
 def no_split(fmt: str, split: str | None) -> None:
     """Layouts without splits accept no --split (or 'all')."""
     if split not in (None, "", "all"):
-        raise ConfigError(f"--split {split!r}: the {fmt} layout has no splits (omit --split or use 'all')")
+        raise ConfigError(f"--split {quote(split)}: the {fmt} layout has no splits (omit --split or use 'all')")
