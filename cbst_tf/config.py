@@ -479,10 +479,13 @@ def reference_markdown() -> str:
                 walk(value, f"{prefix}{f.name}.")
                 continue
             meta = dict(f.metadata).get("range")
+            items = dict(f.metadata).get("items")
             tp = _type_name(hints[f.name])
             if meta:
                 lo, hi, lo_open = meta
-                tp += f", {'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+                tp += f", {'(' if lo_open else '['}{'-inf' if lo is None else _num(lo)}, {'inf' if hi is None else _num(hi)}]"
+            if items:
+                tp += f", at most {items[1]} values <= {_num(items[0])}"
             lines.append(f"| `{prefix}{f.name}` | {tp} | `{value!r}` |")
 
     walk(Config(), "")

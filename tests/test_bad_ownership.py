@@ -81,7 +81,7 @@ def test_the_output_of_another_command_is_refused(tmp_path):
     assert _snapshot(tmp_path / "s") == before
 
 
-def test_demo_refuses_a_folder_of_the_users_files_and_the_root(tmp_path):
+def test_demo_refuses_a_folder_of_the_users_files_and_the_root(tmp_path, no_demo_work):
     mine = tmp_path / "mine"
     (mine / "raw" / "gta5" / "images").mkdir(parents=True)
     (mine / "raw" / "gta5" / "images" / "precious.png.txt").write_text("precious")

@@ -17,7 +17,7 @@ from test_bad_runs import _copy, trained  # noqa: F401 - the shared trained-run 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_seed_is_validated_before_anything_is_written(tmp_path):
+def test_demo_seed_is_validated_before_anything_is_written(tmp_path, no_demo_work):
     check("demo-seed-negative", *run("demo", "--fast", "--out", tmp_path / "d", "--seed", "-1"), tmp_path)
     assert not (tmp_path / "d").exists()  # no demo_config.yaml left behind
     check("demo-seed-huge", *run("demo", "--fast", "--out", tmp_path / "d", "--seed", "5000000000"), tmp_path)
