@@ -9,6 +9,7 @@ the same settings (:func:`refuse_changed_resume`) and the same input files (othe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,19 @@ def changed_inputs(path: Path, now: dict[str, str]) -> list[str]:
     return [name for name, digest in now.items() if old.get(name) != digest]
 
 
-def discard_stale(path: Path, what: str, now: dict[str, str]) -> None:
-    """Partial results (checkpoints, caches, histograms, parts) made from other input files are
-    not resumed from: they are deleted, with a log line naming the inputs that changed."""
+def discard_stale(path: Path, what: str, now: dict[str, str], partial: tuple[str, ...]) -> None:
+    """Partial results (checkpoints, caches, histograms, parts: the entries named ``partial``)
+    made from other input files are not resumed from: they are deleted, with a log line naming
+    the inputs that changed. Anything else in the step directory is left alone."""
     import shutil
 
     changed = changed_inputs(path, now)
     if not changed or not resumable_state(path):
         return
     log(f"{what}: discarding the partial results in {path}: made from another {', '.join(changed)}")
-    for entry in path.iterdir():
-        if entry.name in ("config.yaml", LOCK):
+    for name in partial:
+        entry = Path(path) / name
+        if not os.path.lexists(entry):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -72,7 +75,7 @@ def resumable_state(path: Path) -> bool:
 
 
 # Keys that never change a step's result: a rerun that differs only in them is not reported.
-_NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "train.keep_checkpoints",
+NO_EFFECT = _NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "train.keep_checkpoints",
               "data.parallel_calls", "data.cycle_length", "data.prefetch", "eval.", "synth.")
 # A resumed training step may be given another length (it then trains to the new train.steps).
 _RESUME_MAY_CHANGE = ("train.steps",)
@@ -108,14 +111,16 @@ def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = (), na
             if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k, default.get(k))]
 
 
-def refuse_changed_resume(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
+def refuse_changed_resume(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = (),
+                          skip: tuple[str, ...] = _NO_EFFECT) -> None:
     """A step interrupted mid-way resumes from its checkpoints, caches or partial outputs; with
-    settings that change its result it would silently mix two runs: refuse, naming the keys."""
+    settings that change its result it would silently mix two runs: refuse, naming the keys
+    (all but the ``skip`` and ``ignore`` prefixes)."""
     from cbst_tf.errors import ConfigError
 
     if not (Path(path) / "config.yaml").is_file() or not resumable_state(Path(path)):
         return
-    differs = config_differences(cfg, path, ignore + _RESUME_MAY_CHANGE)
+    differs = config_differences(cfg, path, ignore + _RESUME_MAY_CHANGE, skip=skip)
     if differs:
         shown = ", ".join(differs[:8]) + (f" and {len(differs) - 8} more" if len(differs) > 8 else "")
         raise ConfigError(f"{what}: {path} was started with other settings (differs in: {shown}); "

@@ -123,7 +123,8 @@ class Step:
 @contextlib.contextmanager
 def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | None = None,
          ignore: tuple[str, ...] = (), lock: bool = True, resumable: bool = True,
-         record: bool = True, inputs: Callable[[], dict[str, str]] | None = None) -> Iterator[Step]:
+         record: bool = True, inputs: Callable[[], dict[str, str]] | None = None,
+         partial: tuple[str, ...] = (), resume_skip: tuple[str, ...] | None = None) -> Iterator[Step]:
     """The lifecycle of every ``run_*``: one place, so no step runs without the runtime settings.
 
     1. ``runtime.setup(cfg)`` (strategy, precision policy, seeds, op determinism), ALSO when
@@ -138,8 +139,10 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
 
     ``inputs()`` returns ``{name: digest}`` of the files the step reads (weights, datasets,
     priors), recorded in ``inputs.json``: a DONE step made from other files says so, and the
-    partial results of an interrupted one made from other files are discarded (with a log line)
-    instead of being resumed. A resume with other result-changing settings is refused.
+    partial results of an interrupted one made from other files (its entries named ``partial``)
+    are discarded (with a log line) instead of being resumed. A resume with other result-changing
+    settings is refused: for ``resumable`` steps, and for ``resume_skip`` (the prefixes of keys
+    that do not change its result) when given, as for cross-validation whose folds resume.
     """
     from cbst_tf.runtime import setup
 
@@ -153,12 +156,12 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
             return
         log(f"{what}: {path / 'DONE'} is there but {path / missing[0]} is missing; running the step again")
         (path / "DONE").unlink(missing_ok=True)
-    if resumable:
-        refuse_changed_resume(cfg, path, what, ignore)
+    if resumable or resume_skip is not None:
+        refuse_changed_resume(cfg, path, what, ignore, *(() if resume_skip is None else (resume_skip,)))
     plan = prepare(rt) if prepare is not None else None
     now = inputs() if inputs is not None else None
     if resumable and now is not None:
-        discard_stale(path, what, now)
+        discard_stale(path, what, now, partial)
     if record:
         _start(cfg, path, lock, now)
     run = Step(path, rt, done=False, plan=plan)

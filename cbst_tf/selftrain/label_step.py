@@ -36,7 +36,7 @@ from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.layout import RunLayout, priors_file, require, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.histogram_file import histogram_key, load_histogram, save_histogram
-from cbst_tf.selftrain.label_keys import LABEL_IGNORES, label_inputs, label_key, method_mode
+from cbst_tf.selftrain.label_keys import LABEL_IGNORES, LABEL_PARTIAL, label_inputs, label_key, method_mode
 from cbst_tf.selftrain.logit_cache import (
     BackgroundWriter,
     StrideLogits,
@@ -268,7 +268,7 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
 
     # Slices of one label step run at once on several machines: no lock; the last one writes DONE.
     with runs.step(cfg, label_dir, f"round {round_} label", prepare=prepare, lock=False, ignore=LABEL_IGNORES,
-                   inputs=lambda: label_inputs(cfg, round_)) as run:
+                   inputs=lambda: label_inputs(cfg, round_), partial=LABEL_PARTIAL) as run:
         if run.done:
             return label_dir
         _label(cfg, label_dir, round_, shard, phase, run.plan, label_key(cfg, round_))

@@ -122,6 +122,7 @@ def run_priors(cfg: Config) -> Path:
 
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
               inputs=lambda: {"data.source": dataset_digest(cfg.data.source) if cfg.data.source else ""},
+              partial=("heatmaps", "heatmaps_grid.png", "priors.json", "priors.npy"),
               ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm", "data.target",
                       "data.input_scale")) as run:
         if not run.done:

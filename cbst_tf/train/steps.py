@@ -34,6 +34,8 @@ from cbst_tf.train.optimizer import build_optimizer
 #: test passes by other steps.
 PRETRAIN_IGNORES = ("selftrain.", "data.target", "data.input_scale")
 FINETUNE_IGNORES = ("selftrain.rounds", "selftrain.test_", "data.target_eval", "data.input_scale")
+#: What a training step resumes from (discarded when its input files changed).
+PARTIAL = ("ckpt", "tb", "final.weights.h5")
 
 
 def segment_seed(seed: int, segment: int) -> int:
@@ -154,7 +156,7 @@ def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
     out = RunLayout.of(cfg).pretrain
     with runs.step(cfg, out, "pretrain", ignore=PRETRAIN_IGNORES, prepare=lambda rt: _pretrain_inputs(cfg, rt),
-                   inputs=lambda: _digests(cfg, {"data.source": cfg.data.source}, init=True)) as run:
+                   inputs=lambda: _digests(cfg, {"data.source": cfg.data.source}, init=True), partial=PARTIAL) as run:
         if run.done:
             return RunLayout.final(out)
         return _train_step(cfg, run, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
@@ -197,7 +199,8 @@ def run_finetune(cfg: Config, round_: int) -> Path:
     inputs = {"model": runs.weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
               "data.source": cfg.data.source}
     with runs.step(cfg, out, f"finetune round {round_}", ignore=FINETUNE_IGNORES,
-                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt), inputs=lambda: _digests(cfg, inputs)) as run:
+                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt), inputs=lambda: _digests(cfg, inputs),
+                   partial=PARTIAL) as run:
         if run.done:
             return RunLayout.final(out)
         plan = run.plan
