@@ -157,9 +157,9 @@ def data_convert(
     root: Annotated[Path, typer.Option("--root", help="Dataset root in its original layout.")],
     out: Annotated[Path, typer.Option("--out", help="Output TFRecord directory.")],
     split: Annotated[str | None, typer.Option("--split", help="Split (train/val/test; NTHU: City/train).")] = None,
-    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
+    shards: Annotated[int, typer.Option("--shards", min=1, max=100_000, help="Number of TFRecord shards.")] = 4,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Decode threads.")] = 2,
     strict: Annotated[bool, typer.Option("--strict", help="Label ids the format does not define are an "
                                          "error (default: a warning; they become ignore).")] = False,
 ) -> None:
@@ -176,11 +176,11 @@ def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Output root (GTA5/Cityscapes/NTHU layouts inside).")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     size: Annotated[str, typer.Option("--size", help="HxW of every image.")] = "128x256",
-    n_source: Annotated[int, typer.Option("--n-source", min=1)] = 400,
-    n_target: Annotated[int, typer.Option("--n-target", min=1)] = 200,
-    n_val: Annotated[int, typer.Option("--n-val", min=1)] = 100,
+    n_source: Annotated[int, typer.Option("--n-source", min=1, max=1_000_000)] = 400,
+    n_target: Annotated[int, typer.Option("--n-target", min=1, max=1_000_000)] = 200,
+    n_val: Annotated[int, typer.Option("--n-val", min=1, max=1_000_000)] = 100,
     cities: Annotated[str, typer.Option("--cities", help="Comma-separated NTHU-style cities ('' for none).")] = "Rome,Rio,Tokyo,Taipei",
-    n_city: Annotated[int | None, typer.Option("--n-city", min=1, help="Train and test images per city "
+    n_city: Annotated[int | None, typer.Option("--n-city", min=1, max=1_000_000, help="Train and test images per city "
                                                "(default: --n-val; --cities '' renders none).")] = None,
 ) -> None:
     """Render the embedded street-scene domain-adaptation benchmark."""
@@ -316,10 +316,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 0, 1
     try:
         i, n = (int(v) for v in text.split("/"))
-        if not 0 <= i < n:
+        if not 0 <= i < n <= 100_000:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n, got {quote(text)}") from None
+        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n <= 100000, got {quote(text)}") from None
     return i, n
 
 

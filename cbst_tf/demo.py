@@ -84,6 +84,15 @@ def init_config(cfg: Config, out: Path) -> Config | None:
     return icfg
 
 
+def with_init(cfg: Config, out: Path) -> Config | None:
+    """Point ``cfg`` (the source model's and the oracle's config) at the stand-in init's weights
+    when there is an init stage; returns the init's config (:func:`init_config`)."""
+    icfg = init_config(cfg, out)
+    if icfg is not None:
+        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
+    return icfg
+
+
 def _stand_in_init(icfg: Config, out: Path) -> Path:
     from cbst_tf.synth.stylized import synthesize_stylized
     from cbst_tf.train.steps import run_pretrain
@@ -173,9 +182,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     out = Path(out)
     cfg = demo_config(config, list(overrides or []), out, seed, fast)  # validated before anything is written
     inputs = {"--config": config, "model.weights": None if cfg.model.weights == "imagenet" else cfg.model.weights}
-    icfg = init_config(cfg, out)
-    if icfg is not None:  # the source model and the oracle start from it
-        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
+    icfg = with_init(cfg, out)
     claim = claim_out(out, "demo", inputs)
     try:
         _same_config(cfg, out)

@@ -104,3 +104,16 @@ def test_duplicate_yaml_keys_are_errors_at_every_level(tmp_path):
     exp.write_text("train:\n  <<: {lr: 0.5, steps: 7}\n  lr: 0.25\n")
     cfg = load_config(exp)
     assert (cfg.train.lr, cfg.train.steps) == (0.25, 7)
+
+
+def test_a_demo_directory_of_other_settings_is_not_resumed(tmp_path, no_demo_work):
+    from cbst_tf import outdir
+    from cbst_tf.config import save_resolved
+    from cbst_tf.demo import demo_config, with_init
+
+    out = tmp_path / "d"
+    outdir.claim_out(out, "demo")  # an interrupted seed-0 demo
+    cfg = demo_config(None, [], out, 0, True)
+    with_init(cfg, out)
+    save_resolved(cfg, out, "demo_config.yaml")
+    check("demo-other-settings", *run("demo", "--fast", "--out", out, "--seed", "1"), tmp_path)

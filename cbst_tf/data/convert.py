@@ -134,8 +134,8 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
     layout = get_layout(fmt)
     if shards < 1:
         raise ConfigError(f"--shards {shards}: must be at least 1")
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: must be at least 1")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers}: must be between 1 and 64")
     root, out = Path(root), Path(out)
     check_paths([("--root", root), ("--out", out)])
     check_split(split)

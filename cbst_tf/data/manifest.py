@@ -166,7 +166,7 @@ def check_class_count(manifest: dict[str, Any], path: Path, num_classes: int) ->
     present = [c for c, n in enumerate(counts) if n > 0 and c >= num_classes]
     if present:
         c = present[-1]
-        name = manifest["class_names"][c]
+        name = str(manifest["class_names"][c])[:60]
         raise CbstError(f"{path}: labels of class {c} ({name}) but data.num_classes = {num_classes} "
                         f"(the data has {manifest['num_classes']} classes: set data.num_classes="
                         f"{manifest['num_classes']})")

@@ -34,6 +34,7 @@ from cbst_tf.progress import log, track
 from cbst_tf.runs import step
 
 _SUM_TOLERANCE = 1e-3
+_MAX_PRIOR_VALUES = 2048 * 2048 * 254  # selftrain.prior_size's bound, every class
 
 
 def _labels(directory: Path, manifest: dict, parallel_calls: int):
@@ -203,7 +204,11 @@ def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "p
         path = path / "priors.npy" if (path / "priors.npy").is_file() else path / "priors" / "priors.npy"
     if not path.is_file():
         raise CbstError(f"{path}: spatial priors not found (run `cbst-tf priors`)")
-    try:
+    try:  # the header first: a hostile file must not make np.load allocate without bound
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        if int(np.prod(shape, dtype=np.float64)) > _MAX_PRIOR_VALUES:
+            raise CbstError(f"{path}: priors of shape {shape} are larger than any prior map "
+                            f"(at most {_MAX_PRIOR_VALUES} values)")
         priors = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise CbstError(f"{path}: corrupt priors file ({type(exc).__name__})") from None
