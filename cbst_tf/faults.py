@@ -78,7 +78,7 @@ def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return bad
 
 
-_DECODE = re.compile(r"PNG|JPEG|GIF|BMP|[Dd]ecode|image", re.S)
+_DECODE = re.compile(r"PNG|JPEG|GIF|BMP|[Dd]ecode|image file format|Input is empty", re.S)
 _HOST_KEYS = "data.parallel_calls, data.prefetch, data.shuffle_buffer, train.global_batch_size or data.crop_size"
 _DEVICE_KEYS = "train.global_batch_size, data.crop_size, data.input_scale, eval.scales or model.width"
 
@@ -87,6 +87,7 @@ def undecodable_record(datasets: Iterable[str | Path]) -> str | None:
     """'<shard>: record '<source_id>': <why>' of the first record of these datasets whose image or
     label cannot be decoded, or None (:mod:`cbst_tf.data.check`)."""
     from cbst_tf.data.check import bad_records
+    from cbst_tf.data.manifest import read_manifest
 
     seen = set()
     for directory in datasets:
@@ -94,6 +95,11 @@ def undecodable_record(datasets: Iterable[str | Path]) -> str | None:
             if not directory or Path(directory).resolve() in seen or not (Path(directory) / "manifest.json").is_file():
                 continue
             seen.add(Path(directory).resolve())
+            manifest = read_manifest(directory)
+            if int(manifest["num_examples"]) > 500:  # it reads the whole dataset: say why it takes a while
+                from cbst_tf.progress import log
+
+                log(f"{directory}: looking for the record that cannot be decoded ({manifest['num_examples']} records)")
             bad = bad_records(directory, first_only=True)
         except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the first error
             continue
