@@ -93,7 +93,7 @@ def _check_expansion(root: Node, where: str) -> None:
             total += size[id(child)]
             tallest = max(tallest, height[id(child)])
             if total > MAX_YAML_VALUES:
-                raise ConfigError(f"{where}: aliases expand it to more than {MAX_YAML_VALUES} values; "
+                raise ConfigError(f"{where}: more than {MAX_YAML_VALUES} values once its aliases are expanded; "
                                   "refusing to load it")
         active.discard(key)
         size[key], height[key] = total, tallest + 1
