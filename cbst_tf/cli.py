@@ -8,7 +8,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cbst_tf import __version__, progress
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config, load_config
 from cbst_tf.errors import CbstError, ConfigError
 
@@ -49,7 +49,7 @@ def _main(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Log lines instead of bars.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
-    _STATE["debug"] = debug
+    _STATE.update(debug=debug, cfg=None, config_name="")
     progress.configure(enabled=not no_progress)
 
 
@@ -92,7 +92,10 @@ def _fault(exc: BaseException) -> None:
     """A full disk, read-only directory, corrupt shard... as one line; a real bug re-raised."""
     from cbst_tf.faults import translate
 
-    err = None if _STATE["debug"] else translate(exc, _datasets())
+    try:
+        err = None if _STATE["debug"] else translate(exc, _datasets(), _STATE.get("config_name", ""))
+    except Exception:  # noqa: BLE001 - the handler must never replace the error it is reporting
+        err = None
     if err is None:
         raise exc
     typer.echo(f"error: {err}", err=True)
@@ -111,26 +114,12 @@ def _datasets() -> list[str]:
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow and initialise its devices with stderr muted.
-
-    Its C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN and
-    CUDA notices, "failed call to cuInit" on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL; they are
-    shown with --debug.
-    """
-    if _STATE["debug"] or "tensorflow" in sys.modules:
+    """Import TensorFlow with its C++ start-up lines muted (:mod:`cbst_tf.tfnoise`); shown with --debug."""
+    if _STATE["debug"]:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
+    from cbst_tf.tfnoise import quiet_import
 
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    quiet_import()
 
 
 def _library(module: str, name: str) -> Any:
@@ -143,6 +132,7 @@ def _config(config: Path | None, sets: list[str] | None, workdir: Path | None, e
     overrides = list(sets or []) + list(extra)
     if workdir is not None:
         overrides.append(("--workdir", "runtime.workdir", str(workdir)))
+    _STATE["config_name"] = f"config {config}" if config is not None else "the default config"
     cfg = load_config(config, overrides)
     _STATE["cfg"] = cfg
     progress.configure(log_every=cfg.runtime.log_every_items)
@@ -167,9 +157,9 @@ def data_convert(
     root: Annotated[Path, typer.Option("--root", help="Dataset root in its original layout.")],
     out: Annotated[Path, typer.Option("--out", help="Output TFRecord directory.")],
     split: Annotated[str | None, typer.Option("--split", help="Split (train/val/test; NTHU: City/train).")] = None,
-    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of TFRecord shards.")] = 4,
+    shards: Annotated[int, typer.Option("--shards", min=1, max=100_000, help="Number of TFRecord shards.")] = 4,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip corrupt files instead of failing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Decode threads.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Decode threads.")] = 2,
     strict: Annotated[bool, typer.Option("--strict", help="Label ids the format does not define are an "
                                          "error (default: a warning; they become ignore).")] = False,
 ) -> None:
@@ -186,11 +176,11 @@ def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Output root (GTA5/Cityscapes/NTHU layouts inside).")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     size: Annotated[str, typer.Option("--size", help="HxW of every image.")] = "128x256",
-    n_source: Annotated[int, typer.Option("--n-source", min=1)] = 400,
-    n_target: Annotated[int, typer.Option("--n-target", min=1)] = 200,
-    n_val: Annotated[int, typer.Option("--n-val", min=1)] = 100,
+    n_source: Annotated[int, typer.Option("--n-source", min=1, max=1_000_000)] = 400,
+    n_target: Annotated[int, typer.Option("--n-target", min=1, max=1_000_000)] = 200,
+    n_val: Annotated[int, typer.Option("--n-val", min=1, max=1_000_000)] = 100,
     cities: Annotated[str, typer.Option("--cities", help="Comma-separated NTHU-style cities ('' for none).")] = "Rome,Rio,Tokyo,Taipei",
-    n_city: Annotated[int | None, typer.Option("--n-city", min=1, help="Train and test images per city "
+    n_city: Annotated[int | None, typer.Option("--n-city", min=1, max=1_000_000, help="Train and test images per city "
                                                "(default: --n-val; --cities '' renders none).")] = None,
 ) -> None:
     """Render the embedded street-scene domain-adaptation benchmark."""
@@ -200,14 +190,16 @@ def data_synth(
     city_list = [c for c in cities.split(",") if c]
 
     def fn() -> str:
-        created = outdir.claim_synth_out(out)
+        claim = outdir.claim_out(out, "data synth")
         try:
-            return _library("cbst_tf.synth.generate", "synthesize")(
+            summary = _library("cbst_tf.synth.generate", "synthesize")(
                 out=out, seed=seed, size=hw, n_source=n_source, n_target=n_target, n_val=n_val,
                 cities=city_list, n_city=n_val if n_city is None else n_city)
         except BaseException:
-            outdir.release_synth_out(out, created)
+            claim.release()
             raise
+        claim.seal()
+        return summary
 
     summary = _guard(fn)
     typer.echo(f"wrote the synthetic benchmark to {out}: {summary}")
@@ -220,7 +212,7 @@ def parse_hw(text: str) -> tuple[int, int]:
         if h <= 0 or w <= 0:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"expected HxW with positive integers, got {text!r}") from None
+        raise typer.BadParameter(f"expected HxW with positive integers, got {quote(text)}") from None
     return h, w
 
 
@@ -256,7 +248,7 @@ def weights_import_mxnet(
         try:
             num_classes = int(num_classes)
         except ValueError:
-            raise typer.BadParameter(f"--num-classes expects 'auto' or an integer, got {num_classes!r}") from None
+            raise typer.BadParameter(f"--num-classes expects 'auto' or an integer, got {quote(num_classes)}") from None
     report = _guard(lambda: _library("cbst_tf.models.import_mxnet", "import_mxnet")(
         params, out, model=model, num_classes=num_classes, freeze_bn=freeze_bn))
     typer.echo(report.summary())
@@ -313,7 +305,7 @@ def label(
 ) -> None:
     """Pseudo-label the target for round R (Algorithms 1/2, Eqs. 5/8/9)."""
     if phase not in ("all", "stats", "write"):
-        raise typer.BadParameter(f"--phase must be all, stats or write, got {phase!r}")
+        raise typer.BadParameter(f"--phase must be all, stats or write, got {quote(phase)}")
     _call("cbst_tf.selftrain.label_step", "run_label", config, set_, workdir,
           round_=round_, shard=parse_shard(shard), phase=phase)
 
@@ -324,10 +316,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 0, 1
     try:
         i, n = (int(v) for v in text.split("/"))
-        if not 0 <= i < n:
+        if not 0 <= i < n <= 100_000:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n, got {text!r}") from None
+        raise typer.BadParameter(f"--shard expects i/n with 0 <= i < n <= 100000, got {quote(text)}") from None
     return i, n
 
 
@@ -368,8 +360,8 @@ def evaluate(
     if min_miou is not None:
         extra.append(("--min-miou", "eval.min_miou", min_miou))
     if save_predictions is not None:
-        if save_predictions != "all" and not save_predictions.isdigit():
-            _guard(_raise, ConfigError(f"--save-predictions {save_predictions!r}: expected a number of images or 'all'"))
+        if save_predictions != "all" and not (save_predictions.isdigit() and len(save_predictions) <= 10):
+            _guard(_raise, ConfigError(f"--save-predictions {quote(save_predictions)}: expected a number of images or 'all'"))
         extra.append(("--save-predictions", "eval.save_predictions",
                       -1 if save_predictions == "all" else int(save_predictions)))
     _call("cbst_tf.evaluate.run", "run_evaluate", config, set_, workdir, extra, weights=weights, out=out)
@@ -414,6 +406,10 @@ def main() -> None:
     argv = sys.argv[1:]
     front = [a for a in argv if a in ("--debug", "--no-progress")]
     rest = [a for a in argv if a not in ("--debug", "--no-progress")]
+    if "--debug" not in front:
+        from cbst_tf.tfnoise import filter_stderr
+
+        filter_stderr()  # TF's harmless E0000 lines of every round (make demo)
     app(args=front + rest, prog_name="cbst-tf")
 
 

@@ -19,12 +19,26 @@ from typing import Any, Literal
 
 import yaml
 
+from cbst_tf.bounds import check_paths, quote
 from cbst_tf.errors import ConfigError
 
 
 def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
     """Field metadata: the closed (or left-open) range a number must lie in."""
     return {"range": (lo, hi, lo_open)}
+
+
+def _items(hi: float, length: int = 2):
+    """Field metadata of a list: at most ``length`` items, each at most ``hi`` (sizes and scales
+    are bounded so that no setting can allocate without limit; lower bounds are checked by
+    :func:`validate`)."""
+    return {"items": (hi, length)}
+
+
+#: Seeds reach numpy and Keras, which take 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
+#: Upper bound of counts that only cost time (steps, images), not memory at once.
+MAX_COUNT = 10**9
 
 
 @dataclass
@@ -35,18 +49,22 @@ class DataConfig:
     target: str = ""  # unlabelled target-domain TFRecord directory (pseudo-labelled)
     target_eval: str = ""  # labelled target-domain TFRecord directory for evaluation
     num_classes: int = field(default=19, metadata=_rng(2, 254))
-    crop_size: list[int] = field(default_factory=lambda: [500, 500])
-    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
+    crop_size: list[int] = field(default_factory=lambda: [500, 500], metadata=_items(4096))
+    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3], metadata=_items(8.0))
     flip: bool = True
     # RGB means: padding value of random crops (the network subtracts them, so padding is 0).
-    image_mean: list[float] = field(default_factory=lambda: [123.68, 116.78, 103.94])
+    image_mean: list[float] = field(default_factory=lambda: [123.68, 116.78, 103.94], metadata=_items(255.0, 3))
     # Resize factor applied to every image before the network in label/evaluate; labels
     # stay at full resolution and logits are resized back to them.
     input_scale: float = field(default=1.0, metadata=_rng(0.05, 4.0))
-    shuffle_buffer: int = field(default=256, metadata=_rng(1))
+    shuffle_buffer: int = field(default=256, metadata=_rng(1, 100_000))
     parallel_calls: int = field(default=4, metadata=_rng(1, 256))
     cycle_length: int = field(default=4, metadata=_rng(1, 256))
     prefetch: int = field(default=2, metadata=_rng(0, 64))
+    # Leave out (and count, in one warning) records whose image or label cannot be decoded,
+    # instead of stopping with an error that names the first one. Finding them decodes every
+    # image of each dataset once per process.
+    skip_bad: bool = False
 
 
 @dataclass
@@ -67,17 +85,17 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation of ``pretrain`` and ``finetune`` (paper appendix A, official code)."""
 
-    global_batch_size: int = field(default=2, metadata=_rng(1))
-    steps: int = field(default=1000, metadata=_rng(1))  # pretrain steps
+    global_batch_size: int = field(default=2, metadata=_rng(1, 1024))
+    steps: int = field(default=1000, metadata=_rng(1, MAX_COUNT))  # pretrain steps
     lr: float = field(default=1e-4, metadata=_rng(0.0, 10.0, lo_open=True))
     momentum: float = field(default=0.9, metadata=_rng(0.0, 0.999))
     weight_decay: float = field(default=5e-4, metadata=_rng(0.0, 1.0))
     schedule: Literal["fixed", "poly", "round_decay"] = "poly"
     poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
     classifier_lr_mult: float = field(default=1.0, metadata=_rng(0.0, 100.0))
-    checkpoint_every: int = field(default=500, metadata=_rng(1))
-    keep_checkpoints: int = field(default=3, metadata=_rng(1))
-    log_every: int = field(default=20, metadata=_rng(1))
+    checkpoint_every: int = field(default=500, metadata=_rng(1, MAX_COUNT))
+    keep_checkpoints: int = field(default=3, metadata=_rng(1, 1000))
+    log_every: int = field(default=20, metadata=_rng(1, MAX_COUNT))
 
 
 @dataclass
@@ -113,8 +131,8 @@ class SelfTrainConfig:
     subsample: int = field(default=1, metadata=_rng(1, 64))  # official code: every 4th pixel
     # Spatial priors (section 4.4): frequency maps at this resolution, smoothed with a
     # Gaussian whose 70x70 support is given in source-image pixels.
-    prior_size: list[int] = field(default_factory=lambda: [128, 256])
-    prior_kernel: int = field(default=70, metadata=_rng(1))
+    prior_size: list[int] = field(default_factory=lambda: [128, 256], metadata=_items(2048))
+    prior_kernel: int = field(default=70, metadata=_rng(1, 4096))
     # "pixels": each class map sums to 1 over pixels, as section 4.4 says (q_n(c) ~ p(n|c));
     # "classes" (not in the paper): each pixel's maps sum to 1 over classes, p(c|n), which
     # does not multiply a class's potential by 1 / its source frequency (README, "What we found").
@@ -137,7 +155,7 @@ class SelfTrainConfig:
     lr: float | None = field(default=None, metadata=_rng(0.0, 10.0, lo_open=True))
     schedule: Literal["fixed", "poly", "round_decay"] | None = None
     lr_round_decay: float = field(default=1.4142135623730951, metadata=_rng(1.0, 100.0))
-    test_scales: list[float] = field(default_factory=lambda: [1.0])
+    test_scales: list[float] = field(default_factory=lambda: [1.0], metadata=_items(8.0, 16))
     test_flip: bool = False
 
 
@@ -146,14 +164,14 @@ class EvalConfig:
     """mIoU protocol and test-time options."""
 
     protocol: Literal["cityscapes19", "synthia16", "synthia13", "nthu13"] = "cityscapes19"
-    scales: list[float] = field(default_factory=lambda: [1.0])
+    scales: list[float] = field(default_factory=lambda: [1.0], metadata=_items(8.0, 16))
     flip: bool = False
     min_miou: float | None = field(default=None, metadata=_rng(0.0, 100.0))
-    save_predictions: int = field(default=0, metadata=_rng(-1))  # -1 = all
+    save_predictions: int = field(default=0, metadata=_rng(-1, MAX_COUNT))  # -1 = all
     # bilinear_logits: ours; bicubic_probs: the official code's (cbst_tf/official_eval.py).
     upsample: Literal["bilinear_logits", "bicubic_probs"] = "bilinear_logits"
     # Test scale as the longer image side in pixels (official --test-scales); null = data.input_scale.
-    long_side: int | None = field(default=None, metadata=_rng(8))
+    long_side: int | None = field(default=None, metadata=_rng(8, 16384))
 
 
 @dataclass
@@ -164,28 +182,28 @@ class RuntimeConfig:
     strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     xla: bool = False
-    seed: int = 0
+    seed: int = field(default=0, metadata=_rng(0, MAX_SEED))
     deterministic: bool = False
-    log_every_items: int = field(default=50, metadata=_rng(1))
+    log_every_items: int = field(default=50, metadata=_rng(1, MAX_COUNT))
 
 
 @dataclass
 class SynthConfig:
     """The embedded benchmark that ``cbst-tf demo`` renders (``cbst-tf data synth`` flags)."""
 
-    size: list[int] = field(default_factory=lambda: [128, 256])
-    n_source: int = field(default=400, metadata=_rng(1))
-    n_target: int = field(default=200, metadata=_rng(1))
-    n_val: int = field(default=100, metadata=_rng(1))
+    size: list[int] = field(default_factory=lambda: [128, 256], metadata=_items(2048))
+    n_source: int = field(default=400, metadata=_rng(1, 1_000_000))
+    n_target: int = field(default=200, metadata=_rng(1, 1_000_000))
+    n_val: int = field(default=100, metadata=_rng(1, 1_000_000))
     oracle: bool = True  # also train a target-supervised reference model
     # The demo's stand-in for ImageNet initialisation (cbst_tf/synth/stylized.py): pretrain the
     # network on this many style-randomised source scenes (0: start from model.weights or from
     # scratch). Its seed is fixed across demo seeds, as one set of ImageNet weights would be.
-    init_images: int = field(default=0, metadata=_rng(0))
-    init_seed: int = field(default=100, metadata=_rng(0))
+    init_images: int = field(default=0, metadata=_rng(0, 1_000_000))
+    init_seed: int = field(default=100, metadata=_rng(0, MAX_SEED))
     # Optimiser steps of the init's pretraining; 0 = the demo's budget (train.steps). ImageNet
     # training is far longer than ours, so a longer init is the stand-in's other axis.
-    init_steps: int = field(default=0, metadata=_rng(0))
+    init_steps: int = field(default=0, metadata=_rng(0, MAX_COUNT))
 
 
 @dataclass
@@ -221,9 +239,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check ``value`` against annotation ``tp``; return it in canonical form."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(
-        f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-    )
+    bad = ConfigError(f"{where}: key '{key}' expects {_type_name(tp)}, got {quote(value)} ({type(value).__name__})")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -267,7 +283,7 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         else:
             raise bad
         if not math.isfinite(number):  # nan passes every range check, inf most
-            raise ConfigError(f"{where}: key '{key}' expects a finite number, got {value!r}")
+            raise ConfigError(f"{where}: key '{key}' expects a finite number, got {quote(value)}")
         return number
     if tp is str:
         if isinstance(value, str):
@@ -276,17 +292,26 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     raise bad
 
 
+def _num(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _check_range(value: Any, meta: dict, key: str, where: str) -> None:
+    if "items" in meta and value is not None:
+        hi, length = meta["items"]
+        if len(value) > length or any(v > hi for v in value):
+            raise ConfigError(f"{where}: key '{key}' expects at most {length} values of at most {_num(hi)} each, "
+                              f"got {quote(value)}")
     if "range" not in meta or value is None:
         return
     lo, hi, lo_open = meta["range"]
     if (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and value > hi
     ):
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
+        lo_s = "-inf" if lo is None else _num(lo)
+        hi_s = "inf" if hi is None else _num(hi)
         bracket = "(" if lo_open else "["
-        raise ConfigError(f"{where}: key '{key}' = {value!r} is out of range {bracket}{lo_s}, {hi_s}]")
+        raise ConfigError(f"{where}: key '{key}' = {quote(value)} is out of range {bracket}{lo_s}, {hi_s}]")
 
 
 def _suggest(name: str, options: list[str], prefix: str = "") -> str:
@@ -300,13 +325,13 @@ def _apply(obj: Any, updates: dict, prefix: str, where: str, origins: dict[str, 
     ``origins`` records, per key, where its value came from (so a later cross-field error
     blames the ``--set`` or flag that set it, not the YAML file)."""
     if not isinstance(updates, dict):
-        raise ConfigError(f"{where}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {updates!r}")
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {quote(updates)}")
     hints = typing.get_type_hints(type(obj))
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in updates.items():
         key = f"{prefix}{name}"
         if name not in fields:
-            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(name), list(fields), prefix)}")
+            raise ConfigError(f"{where}: unknown key {quote(key)}{_suggest(str(name)[:200], list(fields), prefix)}")
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             _apply(getattr(obj, name), value, key + ".", where, origins)
@@ -319,26 +344,25 @@ def _apply(obj: Any, updates: dict, prefix: str, where: str, origins: dict[str, 
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """Read a YAML experiment, following ``base:`` links (relative to the file)."""
+    """Read a YAML experiment, following ``base:`` links (relative to the file), strictly and
+    within bounds (:mod:`cbst_tf.yamlio`: duplicate keys, alias bombs, nesting, encoding)."""
+    from cbst_tf.yamlio import load_yaml, read_text_file
+
+    check_paths([("--config" if not seen else f"'base:' in {seen[-1]}", path)])
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular 'base:' chain")
-    if not path.is_file():
-        referrer = f" (named by 'base:' in {seen[-1]})" if seen else ""
-        raise ConfigError(f"{path}: config file not found{referrer}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if len(seen) >= 16:
+        raise ConfigError(f"{path}: 'base:' chain longer than 16 files")
+    referrer = f" (named by 'base:' in {seen[-1]})" if seen else ""
+    data = load_yaml(read_text_file(path, missing=referrer), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     base = data.pop("base", None)
     if base is None:
         return {str(path): data}
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: key 'base' expects a path string, got {base!r}")
+        raise ConfigError(f"{path}: key 'base' expects a path string, got {quote(base)}")
     chain = _read_yaml(path.parent / base, seen + (path,))
     chain[str(path)] = data
     return chain
@@ -346,13 +370,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``a.b=value``; the value is parsed as YAML (``[1,2]``, ``true``, ``null``)."""
+    from cbst_tf.yamlio import YamlSyntaxError, load_yaml
+
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        raise ConfigError(f"--set {quote(text)}: expected KEY=VALUE, e.g. train.lr=0.01")
     key, raw = text.split("=", 1)
     key = key.strip()
+    if len(key) > 200:
+        raise ConfigError(f"--set {quote(key)}: not a config key (longer than any)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else ""
+    except YamlSyntaxError:
         value = raw
     return key, value
 
@@ -403,6 +431,11 @@ def validate(cfg: Config, where: str, origins: dict[str, str] | None = None) -> 
     if not cfg.runtime.workdir.strip():
         raise ConfigError(f"{src('runtime.workdir')}: key 'runtime.workdir' is empty (the run directory; "
                           "use '.' for the current directory)")
+    paths = {"data.source": cfg.data.source, "data.target": cfg.data.target, "data.target_eval": cfg.data.target_eval,
+             "model.weights": None if cfg.model.weights == "imagenet" else cfg.model.weights,
+             "selftrain.source_weights": cfg.selftrain.source_weights, "selftrain.priors": cfg.selftrain.priors,
+             "runtime.workdir": cfg.runtime.workdir}
+    check_paths((f"{src(key)}: key '{key}' =", value) for key, value in paths.items())
 
     def pair(key: str, value: list, positive: bool = True) -> None:
         where = src(key)
@@ -478,10 +511,13 @@ def reference_markdown() -> str:
                 walk(value, f"{prefix}{f.name}.")
                 continue
             meta = dict(f.metadata).get("range")
+            items = dict(f.metadata).get("items")
             tp = _type_name(hints[f.name])
             if meta:
                 lo, hi, lo_open = meta
-                tp += f", {'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+                tp += f", {'(' if lo_open else '['}{'-inf' if lo is None else _num(lo)}, {'inf' if hi is None else _num(hi)}]"
+            if items:
+                tp += f", at most {items[1]} values <= {_num(items[0])}"
             lines.append(f"| `{prefix}{f.name}` | {tp} | `{value!r}` |")
 
     walk(Config(), "")

@@ -21,18 +21,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cbst_tf import environment, progress
 from cbst_tf.config import Config, load_config, save_resolved
-from cbst_tf.errors import CbstError
-from cbst_tf.io import atomic_write_json, atomic_write_text, read_json
+from cbst_tf.demo_report import (
+    METHODS,
+    ROW_NAMES,
+    evaluate_all,
+    has_quality,
+    method_dir,
+    method_rounds,
+    write_figures,
+)
+from cbst_tf.errors import CbstError, ConfigError
+from cbst_tf.io import atomic_write_json, atomic_write_text
 from cbst_tf.layout import RunLayout, priors_file, weights_before_round
-
-METHODS = ("st", "cbst", "cbst_sp")
-ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp": "CBST-SP",
-             "oracle": "Oracle (target labels)"}
-PANEL_IMAGES = 4
 
 
 def demo_config(config: Path | None, overrides: list[str], out: Path, seed: int, fast: bool) -> Config:
@@ -44,13 +46,8 @@ def demo_config(config: Path | None, overrides: list[str], out: Path, seed: int,
     data = out / "data"
     paths = [("--out", "data.source", str(data / "source")), ("--out", "data.target", str(data / "target")),
              ("--out", "data.target_eval", str(data / "target_val")),
-             ("--out", "runtime.workdir", str(_method_dir(out, "source"))), ("--seed", "runtime.seed", seed)]
+             ("--out", "runtime.workdir", str(method_dir(out, "source"))), ("--seed", "runtime.seed", seed)]
     return load_config(config, paths + list(overrides), presets=tuple(presets))
-
-
-def _method_dir(out: Path, method: str) -> Path:
-    """``<out>/runs/<method>``: the run directory (:class:`~cbst_tf.layout.RunLayout`) of one row."""
-    return out / "runs" / method
 
 
 def _with(cfg: Config, workdir: Path, **selftrain: Any) -> Config:
@@ -64,7 +61,7 @@ def _with(cfg: Config, workdir: Path, **selftrain: Any) -> Config:
 def oracle_config(cfg: Config, out: Path) -> Config:
     """The target-supervised oracle row: source pretraining run on the labelled target train
     split (same network, preset and budget), under ``<out>/runs/oracle``."""
-    ocfg = _with(cfg, _method_dir(out, "oracle"))
+    ocfg = _with(cfg, method_dir(out, "oracle"))
     ocfg.data.source = cfg.data.target
     return ocfg
 
@@ -78,12 +75,21 @@ def init_config(cfg: Config, out: Path) -> Config | None:
     which take precedence."""
     if cfg.synth.init_images <= 0 or cfg.model.weights:
         return None
-    icfg = _with(cfg, _method_dir(out, "init"))
+    icfg = _with(cfg, method_dir(out, "init"))
     icfg.data.source = str(out / "data" / "stylized")
     icfg.runtime.seed = cfg.synth.init_seed
     icfg.model.weights = None
     if cfg.synth.init_steps > 0:
         icfg.train.steps = cfg.synth.init_steps
+    return icfg
+
+
+def with_init(cfg: Config, out: Path) -> Config | None:
+    """Point ``cfg`` (the source model's and the oracle's config) at the stand-in init's weights
+    when there is an init stage; returns the init's config (:func:`init_config`)."""
+    icfg = init_config(cfg, out)
+    if icfg is not None:
+        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
     return icfg
 
 
@@ -93,7 +99,7 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
 
     s = icfg.synth
     raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
-    _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus")
+    _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus", raw.parent / "stylized.json")
     return run_pretrain(icfg)
 
 
@@ -128,13 +134,26 @@ def _oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
             proc.wait()
 
 
-def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str) -> None:
-    """Convert ``root`` into ``dest`` unless an earlier run already did (its manifest exists)."""
-    from cbst_tf.data.convert import convert_dataset
+def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str, made_by: Path) -> None:
+    """Convert ``root`` into ``dest`` unless an earlier run converted the same raw data: the
+    manifest's command records the digest of ``made_by`` (the renderer's completion marker, which
+    holds its parameters), so data rendered again differently is converted again."""
+    import hashlib
 
-    if not (Path(dest) / "manifest.json").is_file():
-        convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
-                        workers=2, command=f"cbst-tf demo (convert {what})")
+    from cbst_tf.data.convert import convert_dataset
+    from cbst_tf.data.manifest import read_manifest
+
+    digest = hashlib.sha256(made_by.read_bytes()).hexdigest()[:16]
+    command = f"cbst-tf demo (convert {what}; raw {digest})"
+    if (Path(dest) / "manifest.json").is_file():
+        try:
+            if read_manifest(dest)["command"] == command:
+                return
+        except CbstError:
+            pass
+        progress.log(f"demo: {dest} was converted from other raw data; converting it again")
+    convert_dataset(fmt=fmt, root=root, out=Path(dest), split=split, shards=2, skip_bad=False,
+                    workers=2, command=command)
 
 
 def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
@@ -148,97 +167,56 @@ def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
             ("cityscapes", raw / "cityscapes", "train", cfg.data.target),
             ("cityscapes", raw / "cityscapes", "val", cfg.data.target_eval)]
     for fmt, root, split, dest in jobs:
-        _convert_once(fmt, root, split, dest, f"{fmt} {split or ''}")  # the manifests' command as before
-
-
-def _evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
-    """mIoU of every model on the labelled target split, and panels for the first images."""
-    from cbst_tf.data.reader import eval_dataset, read_manifest
-    from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import load_model
-
-    total = int(read_manifest(cfg.data.target_eval)["num_examples"])
-    results, panels = {}, {}
-    for name, path in weights.items():
-        cache = Path(cfg.runtime.workdir).parent.parent / "eval" / f"{name}.json"  # <out>/eval
-        kept: list = []
-
-        def keep(example: dict, gt: np.ndarray, pred: np.ndarray, kept: list = kept) -> None:
-            if len(kept) < PANEL_IMAGES:
-                kept.append((example["image"], gt, pred))
-
-        result = evaluate_model(load_model(cfg, path), eval_dataset(cfg.data.target_eval, cfg.data),
-                                cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
-                                total=total, on_prediction=keep, description=f"evaluate {name}",
-                                upsample=cfg.eval.upsample, long_side=cfg.eval.long_side)
-        result["weights"] = str(path)
-        atomic_write_json(cache, result)
-        results[name], panels[name] = result, kept
-    return results, panels
-
-
-def _method_rounds(out: Path) -> dict[str, list[dict]]:
-    """Per-round label stats of each finished self-training method, by method id."""
-    rounds = {}
-    for method in METHODS:
-        summary = RunLayout(_method_dir(out, method)).selftrain_summary
-        if summary.is_file():
-            rounds[method] = read_json(summary)["rounds"]
-    return rounds
-
-
-def _has_quality(rounds: dict[str, list[dict]]) -> bool:
-    return bool(rounds) and all(r and all("pseudo_label_quality" in s for s in r) for r in rounds.values())
-
-
-def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
-    import shutil
-
-    from cbst_tf.report import plot_quality, plot_selection, qualitative_panels, save_rgb_png
-
-    made = []
-    rounds = {ROW_NAMES[k]: v for k, v in _method_rounds(out).items()}
-    selection = {k: v for k, v in rounds.items() if k in (ROW_NAMES["st"], ROW_NAMES["cbst"])}
-    if selection and all(selection.values()):
-        plot_selection(selection, out / "selection_per_class.png",
-                       "Pseudo-label pixels selected per class and round (ST vs CBST)")
-        made.append("selection_per_class.png")
-    if _has_quality(rounds):
-        plot_quality(rounds, out / "pseudo_label_quality.png",
-                     "Pseudo-labels against the target-train labels (never used by the methods)")
-        made.append("pseudo_label_quality.png")
-    grid = Path(priors_file(cfg)).parent / "heatmaps_grid.png"
-    if grid.is_file():
-        shutil.copyfile(grid, out / "spatial_priors.png")
-        made.append("spatial_priors.png")
-    columns = [m for m in ("source_only", "st", "cbst", "cbst_sp") if m in panels]
-    if columns:
-        rows = []
-        for i in range(min(len(panels[c]) for c in columns)):
-            image, gt, _ = panels[columns[0]][i]
-            named = {"ground truth": gt}
-            named.update({ROW_NAMES[c]: panels[c][i][2] for c in columns})
-            rows.append(qualitative_panels(image, named))
-        save_rgb_png(out / "qualitative.png", np.concatenate(rows, axis=0))
-        made.append("qualitative.png")
-    return made
+        _convert_once(fmt, root, split, dest, f"{fmt} {split or ''}", raw / "synth.json")
 
 
 def run_demo(config: Path | None = None, overrides: list[str] | None = None, out: Path = Path("demo_out"),
              seed: int = 0, fast: bool = False) -> dict:
-    """Run (or resume) the whole demo; returns the report dict also written to ``report.json``."""
+    """Run (or resume) the whole demo; returns the report dict also written to ``report.json``.
+
+    ``out`` is claimed like every output directory (:mod:`cbst_tf.outdir`): only an earlier demo
+    made with the same settings is resumed or redone there."""
+    from cbst_tf.outdir import claim_out
+
+    start = time.monotonic()
+    out = Path(out)
+    cfg = demo_config(config, list(overrides or []), out, seed, fast)  # validated before anything is written
+    inputs = {"--config": config, "model.weights": None if cfg.model.weights == "imagenet" else cfg.model.weights}
+    icfg = with_init(cfg, out)
+    claim = claim_out(out, "demo", inputs)
+    try:
+        _same_config(cfg, out)
+        save_resolved(cfg, out, "demo_config.yaml")
+        report = _run(cfg, icfg, out, seed, fast, start)
+    except BaseException:
+        claim.release()
+        raise
+    claim.seal()
+    return report
+
+
+def _same_config(cfg: Config, out: Path) -> None:
+    """An earlier demo in ``out`` with other settings would be reused silently (its finished
+    stages are skipped): refuse, naming the settings that differ."""
+    from cbst_tf.runs import config_differences
+
+    if not (out / "demo_config.yaml").is_file():
+        return
+    differs = config_differences(cfg, out, name="demo_config.yaml", skip=("name", "runtime.log_every_items",
+                                                                           "train.log_every", "data.parallel_calls",
+                                                                           "data.cycle_length", "data.prefetch"))
+    if differs:
+        shown = ", ".join(differs[:8]) + (f" and {len(differs) - 8} more" if len(differs) > 8 else "")
+        raise ConfigError(f"--out {out}: holds a demo made with other settings (differs in: {shown}); "
+                          "choose another --out, or delete it to start over")
+
+
+def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float) -> dict:
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.selftrain.priors_step import run_priors
     from cbst_tf.train.steps import run_pretrain
 
-    start = time.monotonic()
-    out = Path(out)
-    cfg = demo_config(config, list(overrides or []), out, seed, fast)
-    icfg = init_config(cfg, out)
-    if icfg is not None:  # the source model and the oracle start from it
-        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
-    save_resolved(cfg, out, "demo_config.yaml")
     timings: dict[str, float] = {}
 
     def stage(name: str, fn, *args) -> Any:
@@ -258,13 +236,13 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         source = weights_before_round(cfg, 1)
         weights = {"source_only": source}
         for method in METHODS:
-            mcfg = _with(cfg, _method_dir(out, method), method=method, source_weights=str(source),
+            mcfg = _with(cfg, method_dir(out, method), method=method, source_weights=str(source),
                          priors=str(priors_file(cfg)))
             weights[method] = stage(method, run_selftrain, mcfg)
         if oracle is not None:  # the wait for the second process (it ran beside the stages above)
             weights["oracle"] = stage("oracle", oracle)
-    results, panels = stage("evaluate", _evaluate_all, cfg, weights)
-    figures = _figures(out, cfg, panels)
+    results, panels = stage("evaluate", evaluate_all, cfg, weights)
+    figures = write_figures(out, cfg, panels)
 
     rows = {ROW_NAMES[k]: v for k, v in results.items()}
     table = format_table(rows, cfg.eval.protocol)
@@ -275,9 +253,9 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         "figures": figures,
         "environment": environment.describe({"init": cfg.model.weights, **weights}),
     }
-    rounds = _method_rounds(out)
+    rounds = method_rounds(out)
     quality_section: list[str] = []
-    if _has_quality(rounds):
+    if has_quality(rounds):
         from cbst_tf.report import quality_table
 
         report["pseudo_label_quality"] = {m: [r["pseudo_label_quality"] for r in v] for m, v in rounds.items()}

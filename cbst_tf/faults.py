@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from cbst_tf.bounds import show_path
 from cbst_tf.errors import CbstError
 
 # The file a TF op failed on: the first absolute path in its message, without TF's temp suffixes.
@@ -35,12 +36,19 @@ _OS_REASONS = {
 
 
 def _first_line(text: str) -> str:
-    """The first line of a (TF) message, without TF's ``{{function_node ...}}`` and ``[Op:...]`` noise."""
+    """The first line of a (TF) message, without TF's ``{{function_node ...}}`` / ``{{node ...}}``
+    and ``[Op:...]`` noise."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     line = lines[0] if lines else ""
     line = re.sub(r"\{\{.*?\}\}\s*", "", line)
+    line = re.sub(r"\{\{.*$", "", line)  # an unclosed one (TF cut the line)
     line = re.sub(r"\s*\[Op:.*$", "", line)
-    return line[:300]
+    return line.strip()[:300]
+
+
+def tf_message(exc: BaseException) -> str:
+    """The one line worth showing of a TensorFlow (or any) exception's message."""
+    return _first_line(getattr(exc, "message", None) or str(exc))
 
 
 def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:
@@ -51,14 +59,14 @@ def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:
 
     bad, seen = [], set()
     for directory in directories:
-        if not directory or Path(directory).resolve() in seen:
-            continue
-        seen.add(Path(directory).resolve())
-        if not directory or not (Path(directory) / "manifest.json").is_file():
-            continue
         try:
+            if not directory or Path(directory).resolve() in seen:
+                continue
+            seen.add(Path(directory).resolve())
+            if not (Path(directory) / "manifest.json").is_file():
+                continue
             shards = read_manifest(directory)["shards"]
-        except CbstError:
+        except (CbstError, OSError):
             continue
         for shard in shards:
             path = Path(directory) / shard
@@ -70,13 +78,54 @@ def corrupt_shards(directories: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return bad
 
 
-def translate(exc: BaseException, datasets: Iterable[str | Path] = ()) -> CbstError | None:
-    """The one-line error for a machine fault, or None if ``exc`` is not one (a real bug)."""
+_DECODE = re.compile(r"PNG|JPEG|GIF|BMP|[Dd]ecode|image file format|Input is empty", re.S)
+_HOST_KEYS = "data.parallel_calls, data.prefetch, data.shuffle_buffer, train.global_batch_size or data.crop_size"
+_DEVICE_KEYS = "train.global_batch_size, data.crop_size, data.input_scale, eval.scales or model.width"
+
+
+def undecodable_record(datasets: Iterable[str | Path]) -> str | None:
+    """'<shard>: record '<source_id>': <why>' of the first record of these datasets whose image or
+    label cannot be decoded, or None (:mod:`cbst_tf.data.check`)."""
+    from cbst_tf.data.check import bad_records
+    from cbst_tf.data.manifest import read_manifest
+
+    seen = set()
+    for directory in datasets:
+        try:
+            if not directory or Path(directory).resolve() in seen or not (Path(directory) / "manifest.json").is_file():
+                continue
+            seen.add(Path(directory).resolve())
+            manifest = read_manifest(directory)
+            if int(manifest["num_examples"]) > 500:  # it reads the whole dataset: say why it takes a while
+                from cbst_tf.progress import log
+
+                log(f"{directory}: looking for the record that cannot be decoded ({manifest['num_examples']} records)")
+            bad = bad_records(directory, first_only=True)
+        except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the first error
+            continue
+        if bad:
+            return bad[0].describe()
+    return None
+
+
+def translate(exc: BaseException, datasets: Iterable[str | Path] = (), config: str = "") -> CbstError | None:
+    """The one-line error for a machine fault, or None if ``exc`` is not one (a real bug).
+
+    ``config`` names the experiment (its file) in out-of-memory messages, beside the keys that
+    lower the memory."""
     if isinstance(exc, CbstError):
         return exc
+    where = f" with {config}" if config else ""
     if isinstance(exc, MemoryError):
-        return CbstError("out of memory (lower data.parallel_calls, data.prefetch, the batch or the image size)")
+        return CbstError(f"out of memory (host){where}: lower {_HOST_KEYS}")
     name = type(exc).__name__
+    datasets = list(datasets)
+    if name in ("InvalidArgumentError", "UnknownError", "ResourceExhaustedError") and datasets \
+            and _DECODE.search(str(getattr(exc, "message", exc))):
+        bad = undecodable_record(datasets)
+        if bad:
+            return CbstError(f"{bad}; convert the dataset again, or leave such records out with "
+                             "--set data.skip_bad=true")
     if name == "DataLossError":
         bad = corrupt_shards(datasets)
         if bad:
@@ -96,11 +145,11 @@ def translate(exc: BaseException, datasets: Iterable[str | Path] = ()) -> CbstEr
         text = _first_line(getattr(exc, "message", exc))
         if "space left" in text or "quota" in text.lower():
             return CbstError(f"no space left on device (disk full): {text}")
-        return CbstError(f"out of memory: {text}")
+        return CbstError(f"out of memory ({text}){where}: lower {_DEVICE_KEYS}")
     if isinstance(exc, OSError) and exc.errno in _OS_REASONS:
-        where = exc.filename or getattr(exc, "filename2", None)
+        filename = exc.filename or getattr(exc, "filename2", None)
         reason = _OS_REASONS[exc.errno]
-        return CbstError(f"{os.fspath(where)}: {reason}" if where else f"{reason}: {exc}")
+        return CbstError(f"{show_path(os.fspath(filename))}: {reason}" if filename else f"{reason}: {_first_line(exc)}")
     if isinstance(exc, OSError) and "No space left on device" in str(exc):
         return CbstError(f"no space left on device (disk full): {_first_line(exc)}")
     return kernel_failure(exc)

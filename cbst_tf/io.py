@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,14 +142,97 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_json(path: str | Path) -> Any:
-    """Read JSON, turning a missing or corrupt file into a one-line error."""
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def require_regular(path: str | Path, what: str = "file") -> os.stat_result:
+    """``os.stat`` of a regular file (symlinks followed), or a one-line error: reading a FIFO
+    or a device would block or never end, so they are refused before they are opened."""
+    from cbst_tf.bounds import show_path
+    from cbst_tf.errors import CbstError
+
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CbstError(f"{show_path(path)}: {what} not found") from None
+    except OSError as exc:
+        raise CbstError(f"{show_path(path)}: cannot read the {what} ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise CbstError(f"{show_path(path)}: {what} is {kind}, not a regular file; refusing to read it")
+    return info
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes ("" when it does not exist): what a cache or partial result made
+    from it is keyed by. Computed once per process for a given (path, size, mtime, inode)."""
+    import hashlib
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Fail now, not after hours of work, when ``path`` (a file or directory still to be written)
+    cannot be created: its nearest existing ancestor must be a writable directory, and ``path``
+    itself, if it exists, must not be a directory when a file is meant (``what`` ends in "file")."""
+    from cbst_tf.bounds import check_paths, show_path
     from cbst_tf.errors import CbstError
 
     path = Path(path)
-    if not path.is_file():
-        raise CbstError(f"{path}: file not found")
+    check_paths([(what, path)])
+    if what.endswith("file") and path.is_dir():
+        raise CbstError(f"{show_path(path)}: is a directory; the {what} cannot be written there")
+    parent = path if path.is_dir() else path.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CbstError(f"{show_path(parent)}: is not a directory; cannot write the {what} {show_path(path)}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(parent) else "permission denied"
+        raise CbstError(f"{show_path(parent)}: {reason}; cannot write the {what} {show_path(path)}")
+
+
+def _read_only(path: Path) -> bool:
     try:
-        return json.loads(path.read_text())
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON, turning a missing, oversized, non-UTF-8, corrupt or too deeply nested file
+    into a one-line error (:mod:`cbst_tf.bounds`)."""
+    from cbst_tf.bounds import MAX_DEPTH, MAX_JSON_BYTES, depth_of
+    from cbst_tf.errors import CbstError
+
+    path = Path(path)
+    info = require_regular(path)
+    if info.st_size > MAX_JSON_BYTES:
+        raise CbstError(f"{path}: {info.st_size} bytes, larger than any JSON file cbst-tf writes "
+                        f"(at most {MAX_JSON_BYTES}); refusing to read it")
+    try:
+        data = json.loads(path.read_bytes())
+    except UnicodeDecodeError:
+        raise CbstError(f"{path}: corrupt JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise CbstError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise CbstError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+    if depth_of(data) > MAX_DEPTH:
+        raise CbstError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; refusing to read it")
+    return data

@@ -1,6 +1,8 @@
 """The one lifecycle every step goes through (:func:`step`): runtime setup, the DONE check
-(naming the config keys that differ), the step ``.lock``, stale-temporary cleanup, the
-resolved ``config.yaml``, and ``DONE`` at the end. Where a step writes: :mod:`cbst_tf.layout`."""
+(naming the config keys and input files that differ; outputs listed in ``DONE`` must exist),
+the resume checks (:mod:`cbst_tf.reuse`), the step ``.lock``, stale-temporary cleanup, the
+resolved ``config.yaml`` and ``inputs.json``, and ``DONE`` at the end. Where a step writes:
+:mod:`cbst_tf.layout`."""
 
 from __future__ import annotations
 
@@ -22,8 +24,18 @@ from cbst_tf.layout import (  # noqa: F401 - the run layout, re-exported for exi
     weights_before_round,
 )
 from cbst_tf.progress import log
+from cbst_tf.reuse import (  # noqa: F401 - config_differences, report_done: re-exported
+    INPUTS,
+    LOCK,
+    changed_inputs,
+    config_differences,
+    discard_stale,
+    refuse_changed_resume,
+    report_done,
+    resumable_state,
+)
 
-_LOCK = ".lock"
+_LOCK = LOCK
 _HELD: list[Path] = []
 
 
@@ -44,7 +56,7 @@ def _lock(path: Path) -> None:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
-                owner = lock.read_text().strip()
+                owner = lock.read_bytes()[:200].decode("utf-8", "replace").strip()
             except OSError:
                 owner = ""
             host, _, pid = owner.rpartition("~")
@@ -71,7 +83,7 @@ def release_locks() -> None:
 _STARTED: list[Path] = []  # step directories this process started (pruned if the step fails early)
 
 
-def _start(cfg: Config, path: Path, lock: bool) -> Path:
+def _start(cfg: Config, path: Path, lock: bool, inputs: dict[str, str] | None = None) -> Path:
     workdir = Path(cfg.runtime.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise CbstError(f"runtime.workdir: {workdir} exists and is not a directory")
@@ -82,6 +94,10 @@ def _start(cfg: Config, path: Path, lock: bool) -> Path:
         for stale in remove_stale_temps(path):
             log(f"removed {stale} left by a killed run")
     save_resolved(cfg, path)
+    if inputs is not None:
+        from cbst_tf.io import atomic_write_json
+
+        atomic_write_json(path / INPUTS, inputs)
     _STARTED.append(path)
     return path
 
@@ -96,16 +112,19 @@ class Step:
     done: bool
     plan: Any = None
     summary: str | None = None
+    outputs: tuple[str, ...] = ()
 
-    def finish(self, summary: str) -> None:
-        """Write ``DONE`` (with ``summary``) when the ``with`` block ends without an error."""
-        self.summary = summary
+    def finish(self, summary: str, outputs: tuple[str, ...] = ()) -> None:
+        """Write ``DONE`` (with ``summary`` and the ``outputs`` it vouches for, relative to the
+        step directory) when the ``with`` block ends without an error."""
+        self.summary, self.outputs = summary, tuple(outputs)
 
 
 @contextlib.contextmanager
 def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | None = None,
          ignore: tuple[str, ...] = (), lock: bool = True, resumable: bool = True,
-         record: bool = True) -> Iterator[Step]:
+         record: bool = True, inputs: Callable[[], dict[str, str]] | None = None,
+         partial: tuple[str, ...] = (), resume_skip: tuple[str, ...] | None = None) -> Iterator[Step]:
     """The lifecycle of every ``run_*``: one place, so no step runs without the runtime settings.
 
     1. ``runtime.setup(cfg)`` (strategy, precision policy, seeds, op determinism), ALSO when
@@ -117,22 +136,38 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
        on several machines), remove temporaries of killed runs, write the resolved ``config.yaml``;
     5. after the body: ``DONE`` with the summary it gave :meth:`Step.finish` (a step that
        writes its own ``DONE``, like the sliced label step, gives none).
+
+    ``inputs()`` returns ``{name: digest}`` of the files the step reads (weights, datasets,
+    priors), recorded in ``inputs.json``: a DONE step made from other files says so, and the
+    partial results of an interrupted one made from other files (its entries named ``partial``)
+    are discarded (with a log line) instead of being resumed. A resume with other result-changing
+    settings is refused: for ``resumable`` steps, and for ``resume_skip`` (the prefixes of keys
+    that do not change its result) when given, as for cross-validation whose folds resume.
     """
     from cbst_tf.runtime import setup
 
     path = Path(path)
     rt = setup(cfg)
-    if resumable and is_done(path):
-        report_done(cfg, path, what, ignore)
-        yield Step(path, rt, done=True)
-        return
+    if resumable and (path / "DONE").is_file():
+        missing = missing_outputs(path)
+        if not missing:
+            report_done(cfg, path, what, ignore, changed_inputs(path, inputs()) if inputs else [])
+            yield Step(path, rt, done=True)
+            return
+        log(f"{what}: {path / 'DONE'} is there but {path / missing[0]} is missing; running the step again")
+        (path / "DONE").unlink(missing_ok=True)
+    if resumable or resume_skip is not None:
+        refuse_changed_resume(cfg, path, what, ignore, *(() if resume_skip is None else (resume_skip,)))
     plan = prepare(rt) if prepare is not None else None
+    now = inputs() if inputs is not None else None
+    if resumable and now is not None:
+        discard_stale(path, what, now, partial)
     if record:
-        _start(cfg, path, lock)
+        _start(cfg, path, lock, now)
     run = Step(path, rt, done=False, plan=plan)
     yield run
     if run.summary is not None:
-        mark_done(path, run.summary)
+        mark_done(path, run.summary, run.outputs)
 
 
 def prune_failed_steps() -> list[Path]:
@@ -142,13 +177,9 @@ def prune_failed_steps() -> list[Path]:
     while _STARTED:
         path = _STARTED.pop()
         try:
-            entries = {p.name: p for p in path.iterdir()}
+            if (path / "DONE").exists() or resumable_state(path) or not path.is_dir():
+                continue
         except OSError:
-            continue
-        if "DONE" in entries or not set(entries) <= {"config.yaml", "tb", _LOCK}:
-            continue
-        tb = entries.get("tb")
-        if tb is not None and any(not f.name.startswith("events.out.tfevents") for f in tb.rglob("*")):
             continue
         import shutil
 
@@ -164,52 +195,42 @@ def prune_failed_steps() -> list[Path]:
     return removed
 
 
+_OUTPUTS = "outputs: "
+
+
+def missing_outputs(path: Path) -> list[str]:
+    """The outputs a step's ``DONE`` vouches for that no longer exist (relative to the step)."""
+    import json
+
+    try:
+        lines = (Path(path) / "DONE").read_bytes()[:65536].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    listed: list = []
+    for line in lines:
+        if line.startswith(_OUTPUTS):
+            try:
+                listed = json.loads(line[len(_OUTPUTS):])
+            except ValueError:
+                listed = []
+    return [name for name in listed if isinstance(name, str) and not (Path(path) / name).exists()]
+
+
 def is_done(path: Path) -> bool:
-    return (Path(path) / "DONE").is_file()
+    """``DONE`` exists and every output it lists does: a step whose outputs were deleted is not done."""
+    return (Path(path) / "DONE").is_file() and not missing_outputs(path)
 
 
-def mark_done(path: Path, summary: str = "") -> None:
-    """Completion marker: written last, so its presence means the step finished."""
-    atomic_write_text(Path(path) / "DONE", summary + "\n")
+def mark_done(path: Path, summary: str = "", outputs: tuple[str, ...] | list[str] = ()) -> None:
+    """Completion marker: written last, so its presence means the step finished. ``outputs``
+    (paths relative to the step) must exist for the step to count as done later."""
+    import json
+
+    listed = f"{_OUTPUTS}{json.dumps(list(outputs))}\n" if outputs else ""
+    atomic_write_text(Path(path) / "DONE", summary + "\n" + listed)
     lock = Path(path) / _LOCK
     if lock in _HELD:
         _HELD.remove(lock)
         lock.unlink(missing_ok=True)
 
 
-# Keys that never change a step's result: a rerun that differs only in them is not reported.
-_NO_EFFECT = ("name", "runtime.workdir", "runtime.log_every_items", "train.log_every", "data.parallel_calls",
-              "data.cycle_length", "data.prefetch", "eval.", "synth.")
-
-
-def config_differences(cfg: Config, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Keys whose value in ``cfg`` differs from the ``config.yaml`` that step ``path`` ran with."""
-    import yaml
-
-    from cbst_tf.config import to_dict
-
-    try:
-        old = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix.rstrip("."): tree}
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flat(value, f"{prefix}{key}."))
-        return out
-
-    new_flat, old_flat = flat(to_dict(cfg)), flat(old)
-    skip = _NO_EFFECT + tuple(ignore)
-    return [k for k in new_flat if not k.startswith(skip) and k != "name" and new_flat[k] != old_flat.get(k)]
-
-
-def report_done(cfg: Config, path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
-    """Say that a step is skipped because it is DONE, and which settings it was NOT run with."""
-    differs = config_differences(cfg, path, ignore)
-    if differs:
-        log(f"{what}: already done (config differs in: {', '.join(differs)}); delete {Path(path) / 'DONE'} to redo")
-    else:
-        log(f"{what}: already done ({path})")

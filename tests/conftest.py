@@ -11,6 +11,8 @@ compared bit for bit use the same setting.
 
 import os
 
+import pytest
+
 _XDIST_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 _THREADS = "1" if _XDIST_WORKER else "2"
 
@@ -31,3 +33,17 @@ def pytest_collection_modifyitems(config, items):
         return
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
+
+
+@pytest.fixture
+def no_demo_work(monkeypatch):
+    """``cbst-tf demo`` with every stage that writes replaced by a failure: a test of a refusal
+    (a folder of the user's, ``/``, a bad seed) must see it before any of them, and a regression
+    must not render into the user's folder or into ``/``."""
+    from cbst_tf import demo
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the demo started writing where it should have refused")
+
+    for name in ("_run", "_prepare_data", "save_resolved"):
+        monkeypatch.setattr(demo, name, forbidden, raising=False)

@@ -7,7 +7,7 @@ import pytest
 from layouts import write_nthu
 
 from cbst_tf.config import load_config
-from cbst_tf.errors import GateError
+from cbst_tf.errors import ConfigError, GateError
 from cbst_tf.evaluate.crossval import fold_ids
 from cbst_tf.io import read_json
 
@@ -78,6 +78,10 @@ def test_crossval_runs_ten_folds_pools_and_gates(tmp_path, city):
     # Resuming redoes nothing (results are cached per fold and method) and the gate fires.
     cfg.eval.min_miou = 99.0
     with pytest.raises(GateError, match=r"CBST pooled mIoU .* below --min-miou 99.00 \(Rome\)"):
+        run_crossval(cfg, "Rome")
+    # Other evaluation settings would mix two experiments in the cached folds: refused, naming them.
+    cfg.eval.scales = [0.5, 1.0]
+    with pytest.raises(ConfigError, match=r"crossval Rome: .* was started with other settings \(differs in: eval.scales\)"):
         run_crossval(cfg, "Rome")
 
 

@@ -20,6 +20,7 @@ from cbst_tf.data import convert as convert_mod
 from cbst_tf.data.convert import convert_dataset
 from cbst_tf.data.reader import eval_dataset, read_manifest
 from cbst_tf.errors import CbstError, ConfigError
+from cbst_tf.outdir import MARKER
 
 CASES = {
     "cityscapes": (lambda r: layouts.write_cityscapes(r, "val", n=3), "val", "cityscapes19"),
@@ -50,7 +51,7 @@ def test_converter_round_trip_is_exact(case, tmp_path):
     assert (manifest["num_examples"], manifest["labelled"], manifest["label_space"]) == (len(expected), labelled, space)
     assert manifest["format"] == fmt and manifest["command"] == "test" and manifest["skipped"] == []
     assert manifest["image_sizes"] == {"12x16": len(expected)}
-    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["shards"] + ["manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["shards"] + ["manifest.json", MARKER])
     counts = np.zeros(256, np.int64)
     seen = []
     for ex in eval_dataset(out, DataConfig()):

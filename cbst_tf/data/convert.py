@@ -20,12 +20,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cbst_tf.bounds import check_paths
 from cbst_tf.data.formats import Item, Layout, get_layout
+from cbst_tf.data.formats.base import check_split
 from cbst_tf.data.tfrecord import sniff_format
 from cbst_tf.data.writer import DatasetWriter
 from cbst_tf.errors import CbstError, ConfigError
-from cbst_tf.io import atomic_dir
-from cbst_tf.outdir import check_convert_out
+from cbst_tf.faults import tf_message
+from cbst_tf.io import atomic_dir, require_regular
+from cbst_tf.outdir import check_out, seal_dir
 from cbst_tf.progress import log, track
 
 T = TypeVar("T")
@@ -37,6 +40,7 @@ def _decode_image(path: Path) -> tuple[bytes, str, int, int]:
     """Read an image file; validate it with the decoder the reader will use; return its size."""
     import tensorflow as tf
 
+    require_regular(path, "image")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -46,9 +50,8 @@ def _decode_image(path: Path) -> tuple[bytes, str, int, int]:
         raise CbstError(f"{path}: not a PNG or JPEG image")
     try:
         shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
-        first = (exc.message or "decode failed").strip().splitlines()[0]
-        raise CbstError(f"{path}: corrupt image ({first})") from None
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.ResourceExhaustedError) as exc:
+        raise CbstError(f"{path}: corrupt image ({tf_message(exc) or 'decode failed'})") from None
     return data, fmt, int(shape[0]), int(shape[1])
 
 
@@ -56,6 +59,8 @@ def _load(layout: Layout, item: Item) -> tuple[bytes, str, int, int, np.ndarray 
     """Image bytes, format, size, train ids and (pixels, largest id) of unknown raw label ids."""
     data, fmt, h, w = _decode_image(item.image)
     label, unknown = None, (0, 0)
+    if item.label is not None:
+        require_regular(item.label, "label file")
     if item.label is not None and layout.read_raw_ids is not None:
         raw = layout.read_raw_ids(item.label)
         bad = (raw > layout.max_id) & (raw != 255)
@@ -129,12 +134,14 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
     layout = get_layout(fmt)
     if shards < 1:
         raise ConfigError(f"--shards {shards}: must be at least 1")
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: must be at least 1")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers}: must be between 1 and 64")
     root, out = Path(root), Path(out)
+    check_paths([("--root", root), ("--out", out)])
+    check_split(split)
     if not root.is_dir():
         raise CbstError(f"{root}: dataset root not found")
-    check_convert_out(out, root)
+    check_out(out, "data convert", {"--root": root})
     items = layout.list_items(root, split)
     if not items:
         raise CbstError(f"{root}: no images found for format {fmt}" + (f" split {split}" if split else ""))
@@ -164,6 +171,7 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
                 raise CbstError(f"{root}: all {len(items)} images are corrupt (see --skip-bad)")
             manifest = writer.close()
         (tmp / _OWNER).unlink()
+        seal_dir(tmp, "data convert")  # proves a later conversion may replace it
     if unknown:
         first, n_bad, top = unknown[0]
         log(f"warning: {len(unknown)} label file(s) hold {sum(u[1] for u in unknown)} pixels with ids the {fmt} "

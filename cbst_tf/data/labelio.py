@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image
 
 from cbst_tf.errors import CbstError
+from cbst_tf.io import require_regular
 
 
 def read_index_png(path: str | Path) -> np.ndarray:
     """The (H, W) uint8 values of a greyscale or palettised 8-bit label image."""
+    require_regular(path, "label file")
     try:
         with Image.open(path) as img:
             img.load()
@@ -39,8 +41,7 @@ def read_index_png(path: str | Path) -> np.ndarray:
 def read_synthia_png(path: str | Path) -> np.ndarray:
     """The (H, W) class ids (red channel) of a SYNTHIA GT/LABELS 16-bit 3-channel PNG."""
     path = Path(path)
-    if not path.is_file():
-        raise CbstError(f"{path}: label file not found")
+    require_regular(path, "label file")
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cbst_tf.bounds import quote
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
 
@@ -68,7 +69,7 @@ def _int(value: Any) -> bool:
 def _check_types(manifest: dict[str, Any], path: Path) -> None:
     """Types of the keys and the counts that must agree (a hand-edited manifest is caught here)."""
     def bad(key: str, expected: str) -> CbstError:
-        return CbstError(f"{path}: key '{key}' must be {expected}, got {manifest[key]!r}")
+        return CbstError(f"{path}: key '{key}' must be {expected}, got {quote(manifest[key])}")
 
     for key in ("name", "format", "label_space", "command"):
         if not isinstance(manifest[key], str):
@@ -122,6 +123,31 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def dataset_digest(directory: str | Path) -> str:
+    """What a converted dataset holds, for keying results made from it ("" when it has no
+    manifest): its ``manifest.json`` and the names and sizes of its shards."""
+    import hashlib
+    import os
+
+    from cbst_tf.io import file_digest
+
+    path = Path(directory) / MANIFEST
+    manifest = file_digest(path)
+    if not manifest:
+        return ""
+    h = hashlib.sha256(manifest.encode())
+    try:
+        shards = read_json(path).get("shards", [])
+    except CbstError:
+        shards = []
+    for shard in shards if isinstance(shards, list) else []:
+        try:
+            h.update(f"{shard} {os.stat(Path(directory) / str(shard)).st_size}\n".encode())
+        except (OSError, ValueError):
+            h.update(f"{shard} missing\n".encode())
+    return h.hexdigest()
+
+
 def check_training_data(directory: str | Path, num_classes: int, key: str) -> dict[str, Any]:
     """The manifest of a directory that a training step learns from: labelled, with the
     configured class count (a mismatch would otherwise surface as a TF index error mid-run)."""
@@ -140,7 +166,7 @@ def check_class_count(manifest: dict[str, Any], path: Path, num_classes: int) ->
     present = [c for c, n in enumerate(counts) if n > 0 and c >= num_classes]
     if present:
         c = present[-1]
-        name = manifest["class_names"][c]
+        name = str(manifest["class_names"][c])[:60]
         raise CbstError(f"{path}: labels of class {c} ({name}) but data.num_classes = {num_classes} "
                         f"(the data has {manifest['num_classes']} classes: set data.num_classes="
                         f"{manifest['num_classes']})")

@@ -62,6 +62,26 @@ def _options() -> tf.data.Options:
     return opts
 
 
+def _keep(ds: tf.data.Dataset, ids: Collection[str], keep: bool) -> tf.data.Dataset:
+    """Serialized records whose ``source_id`` is (``keep``) or is not in ``ids``."""
+    keys = tf.constant(sorted(set(ids)), dtype=tf.string)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
+    if keep:
+        return ds.filter(lambda rec: table.lookup(parse_source_id(rec)) > 0)
+    return ds.filter(lambda rec: table.lookup(parse_source_id(rec)) == 0)
+
+
+def _without_bad(ds: tf.data.Dataset, directory: str | Path, data_cfg: DataConfig) -> tf.data.Dataset:
+    """``data.skip_bad``: leave out the records that cannot be decoded (:mod:`cbst_tf.data.check`)."""
+    if not data_cfg.skip_bad:
+        return ds
+    from cbst_tf.data.check import records_to_skip
+
+    bad = records_to_skip(directory)
+    return _keep(ds, [b.source_id for b in bad], keep=False) if bad else ds
+
+
 def _records(directory: str | Path, manifest: dict, data_cfg: DataConfig, seed: int,
              subset: Collection[str] | None) -> tf.data.Dataset:
     """Serialized records of one directory: shuffled shards, interleaved, filtered, shuffled, repeated."""
@@ -71,10 +91,8 @@ def _records(directory: str | Path, manifest: dict, data_cfg: DataConfig, seed: 
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
                        num_parallel_calls=cycle, deterministic=True)
     if subset is not None:
-        keys = tf.constant(sorted(set(subset)), dtype=tf.string)
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
-        ds = ds.filter(lambda rec: table.lookup(parse_source_id(rec)) > 0)
+        ds = _keep(ds, subset, keep=True)
+    ds = _without_bad(ds, directory, data_cfg)
     # An epoch that yields nothing ends the repeat (TF guards against an infinite loop).
     return ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True).repeat()
 
@@ -190,6 +208,7 @@ def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[in
     ds = tf.data.TFRecordDataset(_shard_files(directory, manifest))
     if n > 1:
         ds = ds.shard(n, i)
+    ds = _without_bad(ds, directory, data_cfg)
     ds = ds.map(decode_example if decode else parse_example, num_parallel_calls=data_cfg.parallel_calls,
                 deterministic=True)
     if data_cfg.prefetch > 0:

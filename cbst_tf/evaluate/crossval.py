@@ -22,6 +22,7 @@ from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
 from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 from cbst_tf.layout import RunLayout, pretrained_weights
+from cbst_tf.reuse import NO_EFFECT
 from cbst_tf.runs import is_done, step
 
 FOLDS = 10
@@ -80,10 +81,12 @@ def run_crossval(cfg: Config, city: str) -> dict:
         raise CbstError(f"{Path(test_src) / 'manifest.json'}: the city's test split has no labels")
     base = RunLayout.of(cfg).crossval(city)
     # Never skipped when DONE: a rerun resumes the folds, rebuilds the tables and re-checks the gate.
-    with step(cfg, base, f"crossval {city}", resumable=False) as run:
+    # Its folds resume, but only under the same settings (evaluation settings included).
+    skip = tuple(k for k in NO_EFFECT if k != "eval.") + ("eval.min_miou",)
+    with step(cfg, base, f"crossval {city}", resumable=False, resume_skip=skip) as run:
         rows, report = _folds(cfg, city, test_src, base)
         if not is_done(base):
-            run.finish(city)
+            run.finish(city, outputs=("results.json",))
     gate_row = ROWS[cfg.selftrain.method]
     miou, minimum = rows[gate_row]["miou"], cfg.eval.min_miou
     if minimum is not None and (miou is None or miou < minimum):
@@ -93,12 +96,24 @@ def run_crossval(cfg: Config, city: str) -> dict:
     return report
 
 
+def _result_key(path: Path) -> str | None:
+    try:
+        result = read_json(path)
+    except CbstError:
+        return None
+    return result.get("key") if isinstance(result, dict) else None
+
+
 def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dict]:
     """Every fold and method (each resumed from its ``result.json``), pooled; writes the tables."""
+    import hashlib
+
+    from cbst_tf.data.manifest import dataset_digest
     from cbst_tf.data.reader import eval_dataset
     from cbst_tf.evaluate.confusion import ConfusionMatrix
     from cbst_tf.evaluate.evaluator import summarize
     from cbst_tf.evaluate.report import format_table, print_table
+    from cbst_tf.io import file_digest
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.train.steps import run_pretrain
 
@@ -111,6 +126,8 @@ def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dic
         methods.append(cfg.selftrain.method)
     per_fold: dict[str, list] = {m: [] for m in methods}
     pooled = {}
+    # A fold's result is reused only for the same source model and test data (their digests).
+    key = hashlib.sha256(f"{file_digest(source)} {dataset_digest(test_src)}".encode()).hexdigest()
     for k, test_ids in enumerate(fold_ids(ids)):
         fold = base / f"fold_{k}"
         train_ids = set(ids) - set(test_ids)
@@ -118,6 +135,9 @@ def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dic
         _write_subset(test_src, set(test_ids), fold / "data" / "test", True, cfg.data)
         for method in methods:
             done = fold / method / "result.json"
+            if done.is_file() and _result_key(done) != key:
+                progress.log(f"crossval {city}: discarding {done}: made from another source model or test data")
+                done.unlink()
             if not done.is_file():
                 weights = source
                 if method != "source_only":
@@ -127,7 +147,7 @@ def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dic
                     mcfg.selftrain.source_weights = str(source)
                     mcfg.data.target = str(fold / "data" / "train")
                     weights = run_selftrain(mcfg)
-                atomic_write_json(done, _evaluate(cfg, Path(weights), fold / "data" / "test"))
+                atomic_write_json(done, {**_evaluate(cfg, Path(weights), fold / "data" / "test"), "key": key})
             result = read_json(done)
             per_fold[method].append({"fold": k, "miou": result["miou"], "iou": result["iou"]})
             cm = np.asarray(result["confusion_matrix"], np.int64)

@@ -25,8 +25,9 @@ from typing import Any
 from cbst_tf import environment
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
-from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text
+from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text, check_writable
 from cbst_tf.layout import RunLayout, pretrained_weights, require
+from cbst_tf.outdir import claim_out
 from cbst_tf.progress import log
 
 _SUFFIXES = (".weights.h5", ".h5", ".keras")
@@ -92,9 +93,22 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
     weights = require(Path(weights), "weights file", "check --weights") if weights else latest_weights(cfg)
     directory, manifest = _check_dataset(cfg)
     name = weights_name(weights)
-    out = Path(out) if out is not None else RunLayout.of(cfg).eval(name)
-    with runs.step(cfg, out, "evaluate", resumable=False, record=False):  # outputs: metrics.json last
-        metrics = _evaluate(cfg, weights, directory, manifest, protocol, out, name)
+    claim = None
+    if out is not None:  # a user-named directory: only an earlier evaluation's output is written into
+        claim = claim_out(out, "evaluate", {"--weights": weights, "--split": directory})
+        out = claim.path
+    else:  # the run directory's eval/<name>: found unwritable now, not after the evaluation
+        out = RunLayout.of(cfg).eval(name)
+        check_writable(out, "evaluation output")
+    try:
+        with runs.step(cfg, out, "evaluate", resumable=False, record=False):  # outputs: metrics.json last
+            metrics = _evaluate(cfg, weights, directory, manifest, protocol, out, name)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+    if claim is not None:
+        claim.seal()
     _gate(metrics["miou"], cfg.eval.min_miou)
     return metrics
 

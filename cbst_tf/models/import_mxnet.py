@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from cbst_tf.errors import CbstError
+from cbst_tf.io import check_writable
 from cbst_tf.labels import NUM_CLASSES, SYNTHIA16_TRAIN_IDS
 from cbst_tf.models.mxnet_params import read_params
 from cbst_tf.models.resnet38 import IMAGENET_STD
@@ -215,6 +216,7 @@ def import_mxnet(path: str | Path, out: str | Path, *, model: str = "resnet38",
         raise CbstError(f"model.width={width:g}: the official MXNet models are full width; import needs 1.0")
     if not out.name.endswith(".weights.h5"):
         raise CbstError(f"{out}: the output must end in .weights.h5")
+    check_writable(out, "--out file")  # before minutes of reading and converting
     arrays = read_params(path)
     classes, _ = _file_classes(path, arrays)
     if num_classes == "auto":

@@ -20,14 +20,23 @@ from cbst_tf.io import atomic_path
 _FORMAT_VERSION = 1
 
 
-def save_histogram(hist: ConfidenceHistogram, path: str | Path) -> Path:
-    """Save ``hist`` to ``path`` atomically; returns the path."""
+def save_histogram(hist: ConfidenceHistogram, path: str | Path, key: str = "") -> Path:
+    """Save ``hist`` to ``path`` atomically, with the ``key`` of what it was made from; returns the path."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(
             fh, version=np.int64(_FORMAT_VERSION), counts=hist.counts, predicted=hist.predicted_pixels,
             num_images=np.int64(hist.num_images),
-            scale=np.float64(np.nan if hist.scale is None else hist.scale))
+            scale=np.float64(np.nan if hist.scale is None else hist.scale), key=np.array(key))
     return Path(path)
+
+
+def histogram_key(path: str | Path) -> str | None:
+    """The key a histogram file was saved with ("" for files of older versions, None if unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data["key"]) if "key" in data.files else ""
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def load_histogram(path: str | Path) -> ConfidenceHistogram:

@@ -35,26 +35,19 @@ from cbst_tf.inference import inference_passes
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.layout import RunLayout, priors_file, require, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
-from cbst_tf.selftrain.histogram_file import load_histogram, save_histogram
+from cbst_tf.selftrain.histogram_file import histogram_key, load_histogram, save_histogram
+from cbst_tf.selftrain.label_keys import LABEL_IGNORES, LABEL_PARTIAL, label_inputs, label_key, method_mode
 from cbst_tf.selftrain.logit_cache import (
     BackgroundWriter,
     StrideLogits,
+    cache_key,
     cache_path,
+    claim_cache,
     prefetch_logits,
     probs_from_logits,
 )
 from cbst_tf.selftrain.priors_step import load_priors
-from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, write_part
-
-METHOD_MODE = {"st": "st", "st_sp": "st", "cbst": "cbst", "cbst_sp": "cbst"}
-
-
-def method_mode(cfg: Config) -> tuple[str, bool]:
-    """(``st`` | ``cbst``, uses spatial priors) for ``selftrain.method``."""
-    method = cfg.selftrain.method
-    if method not in METHOD_MODE:
-        raise CbstError(f"selftrain.method={method!r} makes no pseudo-labels (choose st, st_sp, cbst or cbst_sp)")
-    return METHOD_MODE[method], method.endswith("_sp")
+from cbst_tf.selftrain.pseudo_dataset import finalize_if_complete, part_key, write_part
 
 
 class _PriorsAtSize:
@@ -106,19 +99,34 @@ def _hist_path(label_dir: Path, i: int, n: int) -> Path:
     return label_dir / "hist" / f"shard-{i:05d}-of-{n:05d}.npz"
 
 
-def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+def _cache_dir(label_dir: Path, round_: int, shard: tuple[int, int], key: str) -> Path:
+    """A slice's logit cache, emptied (with a log line) when another model, data or setting made it."""
+    cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
+    if cache_dir.is_dir() and cache_key(cache_dir) != key:
+        progress.log(f"round {round_} label: discarding the logit cache {cache_dir}: made by another model, "
+                     "data or settings")
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    claim_cache(cache_dir, key)
+    return cache_dir
+
+
+def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
+                 key: str) -> None:
     from cbst_tf.selftrain.device_ops import DeviceHistogram
 
     out = _hist_path(label_dir, *shard)
     if out.is_file():
-        return
+        if histogram_key(out) == key:
+            return
+        progress.log(f"round {round_} label: discarding {out}: made by another model, data or settings")
+        out.unlink()
     infer = _stride_logits(cfg, round_)
-    cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
+    cache_dir = _cache_dir(label_dir, round_, shard, key)
     hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
     items = ((cache_path(cache_dir, k), ex["source_id"].decode(), ex) for k, ex in enumerate(examples))
-    with BackgroundWriter() as writer:
-        cached = prefetch_logits(items, len(infer.passes))  # a resumed slice reuses its cache
+    with BackgroundWriter(key) as writer:
+        cached = prefetch_logits(items, len(infer.passes), key)  # a resumed slice reuses its cache
         for k, (ex, logits) in enumerate(progress.track(cached, count,
                                                         f"round {round_} label: inference {shard[0]}/{shard[1]}")):
             source_id = ex["source_id"].decode()
@@ -127,15 +135,16 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                 writer.save(cache_path(cache_dir, k), source_id, logits)
             size = tuple(ex["image"].shape[:2])
             hist.update(probs_from_logits(logits, size), priors=priors(size), name=source_id)
-    save_histogram(hist.result(), out)
+    save_histogram(hist.result(), out, key)
 
 
-def merged_histogram(label_dir: Path, n: int, num_classes: int):
-    """Sum of every slice's histograms; a one-line error lists the slices still missing."""
+def merged_histogram(label_dir: Path, n: int, num_classes: int, key: str | None = None):
+    """Sum of every slice's histograms; a one-line error lists the slices still missing (or made
+    by another model, data or settings than ``key``)."""
     from cbst_tf.algos import ConfidenceHistogram
 
     paths = [_hist_path(label_dir, i, n) for i in range(n)]
-    missing = [str(i) for i, p in enumerate(paths) if not p.is_file()]
+    missing = [str(i) for i, p in enumerate(paths) if not p.is_file() or (key is not None and histogram_key(p) != key)]
     if missing:
         raise CbstError(f"{label_dir / 'hist'}: phase 'stats' not finished for shard(s) "
                         f"{', '.join(missing)} of {n}; run `cbst-tf label --phase stats --shard i/{n}` for them")
@@ -145,14 +154,14 @@ def merged_histogram(label_dir: Path, n: int, num_classes: int):
     return total
 
 
-def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int) -> dict:
+def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int, key: str | None = None) -> dict:
     """Thresholds exp(-k_c) of round R from the merged histograms (same result in every slice)."""
     from cbst_tf.algos import portion_for_round, rare_classes, thresholds_from_histogram
 
     mode, _ = method_mode(cfg)
     st = cfg.selftrain
     portion = portion_for_round(round_, st.portion_start, st.portion_step, st.portion_max)
-    hist = merged_histogram(label_dir, n, cfg.data.num_classes)
+    hist = merged_histogram(label_dir, n, cfg.data.num_classes, key)
     thresholds = thresholds_from_histogram(hist, portion, mode, rank=st.rank)
     predicted = hist.predicted_pixels
     info = {
@@ -179,7 +188,8 @@ def _target_labels(encoded: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
     return truth
 
 
-def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize) -> None:
+def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
+                 key: str) -> None:
     from cbst_tf.data.reader import decode_image
     from cbst_tf.data.tfrecord import encode_label_png
     from cbst_tf.evaluate.protocols import get_protocol
@@ -188,14 +198,17 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     i, n = shard
     part = label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
     if part.is_file():
-        finalize_if_complete(cfg, label_dir, n)
-        return
-    info = round_thresholds(cfg, label_dir, round_, n)
+        if part_key(part) == key:
+            finalize_if_complete(cfg, label_dir, n, key)
+            return
+        progress.log(f"round {round_} label: discarding {part}: made by another model, data or settings")
+        part.unlink()
+    info = round_thresholds(cfg, label_dir, round_, n, key)
     mode, _ = method_mode(cfg)
     c = cfg.data.num_classes
     labeller = DeviceLabeller(np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64),
                               mode, c)
-    cache_dir = label_dir / "cache" / f"{i}-of-{n}"
+    cache_dir = _cache_dir(label_dir, round_, shard, key)
     examples, count = _target_examples(cfg, shard, decode=False)
     selected = np.zeros(c, np.int64)
     # Diagnostics only (never used for selection): pseudo-labels vs target labels, if any.
@@ -209,7 +222,7 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     def records():  # one image at a time (plus a few cache files read ahead): a slice never sits in memory
         infer = None
         items = ((cache_path(cache_dir, k), ex["source_id"].decode(), ex) for k, ex in enumerate(examples))
-        for ex, logits in progress.track(prefetch_logits(items, num_passes), count,
+        for ex, logits in progress.track(prefetch_logits(items, num_passes, key), count,
                                          f"round {round_} label: writing {i}/{n}"):
             source_id = ex["source_id"].decode()
             size = (int(ex["height"]), int(ex["width"]))
@@ -235,31 +248,37 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
             yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
     write_part(label_dir, shard, records(), selected, previews,
-               quality=lambda: quality if labelled[0] == count and not warned else None)
-    finalize_if_complete(cfg, label_dir, n)
+               quality=lambda: quality if labelled[0] == count and not warned else None, key=key)
+    finalize_if_complete(cfg, label_dir, n, key)
 
 
 def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: str = "all") -> Path:
-    """Pseudo-label the target for round R; returns ``<workdir>/round_R/label``."""
+    """Pseudo-label the target for round R; returns ``<workdir>/round_R/label``.
+
+    Its partial results (logit cache, histograms, parts) are keyed by the model's and the
+    data's digests (:func:`label_inputs`) and by every setting that changes the probabilities
+    (:func:`label_key`): made by another model or from other data they are discarded with a log
+    line, never reused; a resume with other settings is refused (:func:`cbst_tf.runs.step`)."""
     label_dir = RunLayout.of(cfg).label(round_)
 
-    def inputs(_rt) -> _PriorsAtSize:
+    def prepare(_rt) -> _PriorsAtSize:
         _, use_priors = method_mode(cfg)
         return _PriorsAtSize(load_priors(priors_file(cfg), cfg.data.num_classes, cfg.selftrain.prior_norm)
                             if use_priors else None)
 
     # Slices of one label step run at once on several machines: no lock; the last one writes DONE.
-    with runs.step(cfg, label_dir, f"round {round_} label", prepare=inputs, lock=False) as run:
+    with runs.step(cfg, label_dir, f"round {round_} label", prepare=prepare, lock=False, ignore=LABEL_IGNORES,
+                   inputs=lambda: label_inputs(cfg, round_), partial=LABEL_PARTIAL) as run:
         if run.done:
             return label_dir
-        _label(cfg, label_dir, round_, shard, phase, run.plan)
+        _label(cfg, label_dir, round_, shard, phase, run.plan, label_key(cfg, round_))
     return label_dir
 
 
 def _label(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], phase: str,
-           priors: _PriorsAtSize) -> None:
+           priors: _PriorsAtSize, key: str) -> None:
     if phase in ("all", "stats"):
-        _phase_stats(cfg, label_dir, round_, shard, priors)
+        _phase_stats(cfg, label_dir, round_, shard, priors, key)
     if phase == "all" and shard[1] > 1:
         # A single process handling one slice cannot merge the others: stop after its stats.
         missing = [j for j in range(shard[1]) if not _hist_path(label_dir, j, shard[1]).is_file()]
@@ -268,7 +287,7 @@ def _label(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], ph
                          f"waiting for shard(s) {missing} before --phase write")
             return
     if phase in ("all", "write"):
-        _phase_write(cfg, label_dir, round_, shard, priors)
+        _phase_write(cfg, label_dir, round_, shard, priors, key)
     if runs.is_done(label_dir):
         shutil.rmtree(label_dir / "cache", ignore_errors=True)
         stats = read_json(label_dir / "stats.json")

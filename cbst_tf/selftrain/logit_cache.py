@@ -77,25 +77,48 @@ def cache_path(cache_dir: Path, index: int) -> Path:
     return Path(cache_dir) / f"{index:07d}.npz"
 
 
-def save_logits(path: Path, source_id: str, logits: Sequence[np.ndarray | tf.Tensor]) -> None:
-    """Write one image's cached passes atomically."""
+_KEY = "KEY"
+
+
+def cache_key(cache_dir: Path) -> str:
+    """The key a cache directory was made under ("" when unknown: a cache of an older version)."""
+    try:
+        return (Path(cache_dir) / _KEY).read_bytes()[:200].decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+def claim_cache(cache_dir: Path, key: str) -> None:
+    """Record that ``cache_dir`` holds (only) logits made under ``key``."""
+    from cbst_tf.io import atomic_write_text
+
+    if cache_key(cache_dir) != key:
+        atomic_write_text(Path(cache_dir) / _KEY, key + "\n")
+
+
+def save_logits(path: Path, source_id: str, logits: Sequence[np.ndarray | tf.Tensor], key: str = "") -> None:
+    """Write one image's cached passes atomically, with the key of what made them."""
     logits = [np.asarray(x) for x in logits]
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, source_id=np.array(source_id), **{f"pass{i}": a for i, a in enumerate(logits)})
+            np.savez(fh, source_id=np.array(source_id), key=np.array(key),
+                     **{f"pass{i}": a for i, a in enumerate(logits)})
 
 
-def load_logits(path: Path, source_id: str, num_passes: int) -> list[np.ndarray] | None:
-    """The cached passes of one image, or None when absent or made for another image/setting."""
+def load_logits(path: Path, source_id: str, num_passes: int, key: str = "") -> list[np.ndarray] | None:
+    """The cached passes of one image, or None when absent or made for another image, model,
+    data or setting (another ``key``)."""
     if not Path(path).is_file():
         return None
     try:
-        with np.load(path) as data:
-            if str(data["source_id"]) != source_id or len(data.files) - 1 != num_passes:
+        with np.load(path, allow_pickle=False) as data:
+            names = [f for f in data.files if f.startswith("pass")]
+            stored = str(data["key"]) if "key" in data.files else ""
+            if str(data["source_id"]) != source_id or len(names) != num_passes or stored != key:
                 return None
             return [data[f"pass{i}"] for i in range(num_passes)]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CbstError(f"{path}: corrupt logit cache ({exc}); delete it to recompute") from None
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise CbstError(f"{path}: corrupt logit cache ({type(exc).__name__}); delete it to recompute") from None
 
 
 class BackgroundWriter:
@@ -104,14 +127,15 @@ class BackgroundWriter:
     At most ``depth`` saves are in flight; errors surface on the next ``save`` or on exit.
     """
 
-    def __init__(self, depth: int = 4):
+    def __init__(self, key: str = "", depth: int = 4):
+        self.key = key
         self.depth = depth
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-writer")
         self._pending: deque[Future] = deque()
 
     def save(self, path: Path, source_id: str, logits: Sequence[np.ndarray | tf.Tensor]) -> None:
         host = [np.asarray(x) for x in logits]  # copy off the device on this thread
-        self._pending.append(self._pool.submit(save_logits, path, source_id, host))
+        self._pending.append(self._pool.submit(save_logits, path, source_id, host, self.key))
         while len(self._pending) > self.depth:
             self._pending.popleft().result()
 
@@ -126,14 +150,14 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
 
 
-def prefetch_logits(items: Iterable[tuple[Path, str, Any]], num_passes: int,
+def prefetch_logits(items: Iterable[tuple[Path, str, Any]], num_passes: int, key: str = "",
                     depth: int = 4) -> Iterator[tuple[Any, list[np.ndarray] | None]]:
     """``(payload, cached logits or None)`` for ``(path, source_id, payload)`` items, in order,
-    reading up to ``depth`` files ahead on a worker thread."""
+    reading up to ``depth`` files ahead on a worker thread (files of another ``key``: None)."""
     with ThreadPoolExecutor(1, thread_name_prefix="cache-reader") as pool:
         ahead: deque[tuple[Any, Future]] = deque()
         for path, source_id, payload in items:
-            ahead.append((payload, pool.submit(load_logits, path, source_id, num_passes)))
+            ahead.append((payload, pool.submit(load_logits, path, source_id, num_passes, key)))
             if len(ahead) > depth:
                 first, future = ahead.popleft()
                 yield first, future.result()

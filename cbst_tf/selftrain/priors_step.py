@@ -24,6 +24,7 @@ from cbst_tf.algos.priors import (
     kernel_at_prior,
     smooth_and_normalise,
 )
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, read_json
@@ -33,6 +34,7 @@ from cbst_tf.progress import log, track
 from cbst_tf.runs import step
 
 _SUM_TOLERANCE = 1e-3
+_MAX_PRIOR_VALUES = 2048 * 2048 * 254  # selftrain.prior_size's bound, every class
 
 
 def _labels(directory: Path, manifest: dict, parallel_calls: int):
@@ -52,10 +54,10 @@ def _labels(directory: Path, manifest: dict, parallel_calls: int):
         for source_id, png in ds.as_numpy_iterator():
             name = source_id.decode("utf-8", "replace")
             if not png:
-                raise CbstError(f"{directory}: example {name!r} has no label; priors need labelled source data")
+                raise CbstError(f"{directory}: example {quote(name)} has no label; priors need labelled source data")
             label = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
             if label is None or label.ndim != 2:
-                raise CbstError(f"{directory}: example {name!r} has a corrupt label PNG")
+                raise CbstError(f"{directory}: example {quote(name)} has a corrupt label PNG")
             yield name, label
     except tf.errors.OpError as exc:
         raise CbstError(f"{directory}: cannot read TFRecords ({exc.message.splitlines()[0]})") from None
@@ -70,7 +72,7 @@ def _image_size(manifest: dict, first: tuple[int, int] | None) -> tuple[int, int
             h, w = (int(v) for v in text.lower().split("x"))
             return h, w
         except ValueError:
-            raise CbstError(f"manifest.json: image_sizes key {text!r} is not HxW") from None
+            raise CbstError(f"manifest.json: image_sizes key {quote(text)} is not HxW") from None
     if first is None:
         raise CbstError("data.source: no labelled examples")
     return first
@@ -117,10 +119,15 @@ def _png(image: np.ndarray) -> bytes:
 def run_priors(cfg: Config) -> Path:
     """Count, smooth and normalise the source class frequencies; return ``priors.npy``'s path."""
     layout = RunLayout.of(cfg)
+    from cbst_tf.data.manifest import dataset_digest
+
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
-              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm")) as run:
+              inputs=lambda: {"data.source": dataset_digest(cfg.data.source) if cfg.data.source else ""},
+              partial=("heatmaps", "heatmaps_grid.png", "priors.json", "priors.npy"),
+              ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm", "data.target",
+                      "data.input_scale")) as run:
         if not run.done:
-            run.finish(_count(cfg, run.path, layout.priors_file, run.plan))
+            run.finish(_count(cfg, run.path, layout.priors_file, run.plan), outputs=("priors.npy", "priors.json"))
     return layout.priors_file
 
 
@@ -148,7 +155,7 @@ def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
         try:
             acc.update(label)
         except CbstError as exc:
-            raise CbstError(f"{source}: example {name!r}: {exc}") from None
+            raise CbstError(f"{source}: example {quote(name)}: {exc}") from None
         first = first or tuple(label.shape)
     if acc.num_images == 0:
         raise CbstError(f"{source}: no examples to count")
@@ -197,7 +204,11 @@ def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "p
         path = path / "priors.npy" if (path / "priors.npy").is_file() else path / "priors" / "priors.npy"
     if not path.is_file():
         raise CbstError(f"{path}: spatial priors not found (run `cbst-tf priors`)")
-    try:
+    try:  # the header first: a hostile file must not make np.load allocate without bound
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        if int(np.prod(shape, dtype=np.float64)) > _MAX_PRIOR_VALUES:
+            raise CbstError(f"{path}: priors of shape {shape} are larger than any prior map "
+                            f"(at most {_MAX_PRIOR_VALUES} values)")
         priors = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise CbstError(f"{path}: corrupt priors file ({type(exc).__name__})") from None

@@ -33,8 +33,19 @@ def _shard_name(i: int, n: int) -> str:
     return f"pseudo-{i:05d}-of-{n:05d}.tfrecord"
 
 
+def part_key(path: Path) -> str | None:
+    """The key a part summary was written with (None when unreadable)."""
+    from cbst_tf.errors import CbstError
+
+    try:
+        part = read_json(path)
+    except CbstError:
+        return None
+    return part.get("key", "") if isinstance(part, dict) else None
+
+
 def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selected: np.ndarray,
-               previews: list, quality: Callable[[], np.ndarray | None] | None = None) -> None:
+               previews: list, quality: Callable[[], np.ndarray | None] | None = None, key: str = "") -> None:
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
     ``records`` yields ``(encoded image, format, (h, w), source_id, label PNG bytes,
@@ -63,6 +74,7 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
         "selected_pixels": [int(v) for v in selected], "label_pixels": [int(v) for v in pixels],
         "image_sizes": dict(sizes),
         "quality_counts": None if quality is None or (q := quality()) is None else np.asarray(q).tolist(),
+        "key": key,
     })
 
 
@@ -80,10 +92,10 @@ def _write_preview(path: Path, previews: list) -> None:
         atomic_write_bytes(path, buf.tobytes())
 
 
-def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
-    """Once every slice's part exists: manifest, ``stats.json`` and ``DONE``. Idempotent."""
+def finalize_if_complete(cfg: Config, label_dir: Path, n: int, key: str | None = None) -> bool:
+    """Once every slice's part exists (made under ``key``): manifest, ``stats.json`` and ``DONE``. Idempotent."""
     parts = [_part_path(label_dir, i, n) for i in range(n)]
-    if not all(p.is_file() for p in parts):
+    if not all(p.is_file() and (key is None or part_key(p) == key) for p in parts):
         return False
     summaries = [read_json(p) for p in parts]
     info = read_json(label_dir / "thresholds.json")
@@ -115,5 +127,6 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int) -> bool:
     if all(q is not None for q in qualities):  # the target had labels: diagnostics for the user
         stats["pseudo_label_quality"] = quality_summary(np.sum(qualities, axis=0))
     atomic_write_json(label_dir / "stats.json", stats)
-    mark_done(label_dir, f"round {info['round']}: {num_images} images")
+    mark_done(label_dir, f"round {info['round']}: {num_images} images",
+              outputs=["stats.json", "pseudo/manifest.json", *(f"pseudo/{s['shard']}" for s in summaries)])
     return True

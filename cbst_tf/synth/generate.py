@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cbst_tf import progress
+from cbst_tf.bounds import quote
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_dir, atomic_write_json, read_json
 from cbst_tf.synth import writers
@@ -66,9 +67,9 @@ def _check(seed: int, size: Sequence[int], counts: dict[str, int], cities: Seque
             raise CbstError(f"--{key}: expected a positive integer, got {n!r}")
     for city in cities:
         if not _CITY_NAME.match(city):
-            raise CbstError(f"--cities: city name {city!r} must be letters, digits, '_' or '-'")
+            raise CbstError(f"--cities: city name {quote(city)} must be letters, digits, '_' or '-'")
     if len(set(cities)) != len(cities):
-        raise CbstError(f"--cities: duplicate city names in {list(cities)}")
+        raise CbstError(f"--cities: duplicate city names in {quote(list(cities))}")
 
 
 def read_marker(path: Path) -> dict:

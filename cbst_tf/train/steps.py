@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from cbst_tf import runs
 from cbst_tf.algos.policy import source_count
+from cbst_tf.bounds import quote
 from cbst_tf.config import Config, require_runnable
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
@@ -27,6 +28,14 @@ from cbst_tf.runtime import Runtime, per_replica_batch
 from cbst_tf.train.checkpoint import export_weights
 from cbst_tf.train.loop import DatasetFn, train
 from cbst_tf.train.optimizer import build_optimizer
+
+#: Settings that do not change a pretraining / round R's finetuning result (not compared on
+#: resume or reported when DONE): the target is only read by later steps, the rounds' count and
+#: test passes by other steps.
+PRETRAIN_IGNORES = ("selftrain.", "data.target", "data.input_scale")
+FINETUNE_IGNORES = ("selftrain.rounds", "selftrain.test_", "data.target_eval", "data.input_scale")
+#: What a training step resumes from (discarded when its input files changed).
+PARTIAL = ("ckpt", "tb", "final.weights.h5")
 
 
 def segment_seed(seed: int, segment: int) -> int:
@@ -116,8 +125,22 @@ def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
     if rt.is_chief:
         export_weights(model, final)
         last = f" last_loss={result.losses[-1]:.6g}" if result.losses else ""
-        run.finish(f"steps={result.step}{last}")
+        run.finish(f"steps={result.step}{last}", outputs=(final.name,))
     return final
+
+
+def _digests(cfg: Config, files: dict, init: bool = False) -> dict[str, str]:
+    """Digests of a training step's input files (datasets by manifest and shards, weights by
+    bytes), plus (``init``) the initialisation ``model.weights`` when it is a local file: its checkpoints
+    are resumed only while these are unchanged (:func:`cbst_tf.runs.step`)."""
+    from cbst_tf.data.manifest import dataset_digest
+    from cbst_tf.io import file_digest
+
+    out = {name: (dataset_digest(path) if Path(path).is_dir() else file_digest(path)) if path else ""
+           for name, path in files.items()}
+    if init and cfg.model.weights and cfg.model.weights != "imagenet":
+        out["model.weights"] = file_digest(cfg.model.weights)
+    return out
 
 
 def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
@@ -132,7 +155,8 @@ def _pretrain_inputs(cfg: Config, rt: Runtime) -> None:
 def run_pretrain(cfg: Config) -> Path:
     """Supervised training on ``data.source`` for ``train.steps`` steps -> ``pretrain/final.weights.h5``."""
     out = RunLayout.of(cfg).pretrain
-    with runs.step(cfg, out, "pretrain", ignore=("selftrain.",), prepare=lambda rt: _pretrain_inputs(cfg, rt)) as run:
+    with runs.step(cfg, out, "pretrain", ignore=PRETRAIN_IGNORES, prepare=lambda rt: _pretrain_inputs(cfg, rt),
+                   inputs=lambda: _digests(cfg, {"data.source": cfg.data.source}, init=True), partial=PARTIAL) as run:
         if run.done:
             return RunLayout.final(out)
         return _train_step(cfg, run, _pretrain_data(cfg), cfg.train.steps, None, None, "pretrain")
@@ -150,7 +174,7 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
     stats_path = layout.stats(round_)
     rare = read_json(stats_path).get("rare_classes", [])
     if not isinstance(rare, list) or not all(isinstance(c, int) and 0 <= c < 255 for c in rare):
-        raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {rare!r}")
+        raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {quote(rare)}")
     from cbst_tf.data.manifest import check_training_data
 
     n_target = int(check_training_data(pseudo, cfg.data.num_classes, "the pseudo-labels")["num_examples"])
@@ -172,7 +196,12 @@ def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
     require_runnable(cfg)
     out = RunLayout.of(cfg).finetune(round_)
-    with runs.step(cfg, out, f"finetune round {round_}", prepare=lambda rt: _finetune_inputs(cfg, round_, rt)) as run:
+    layout = RunLayout.of(cfg)
+    inputs = {"model": runs.weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
+              "data.source": cfg.data.source}
+    with runs.step(cfg, out, f"finetune round {round_}", ignore=FINETUNE_IGNORES,
+                   prepare=lambda rt: _finetune_inputs(cfg, round_, rt), inputs=lambda: _digests(cfg, inputs),
+                   partial=PARTIAL) as run:
         if run.done:
             return RunLayout.final(out)
         plan = run.plan

@@ -7,6 +7,7 @@ layouts are ``cityscapes, gta5, synthia, nthu, bdd, folder``; their shared types
 
 from __future__ import annotations
 
+from cbst_tf.bounds import quote
 from cbst_tf.data.formats import bdd, cityscapes, folder, gta5, nthu, synthia
 from cbst_tf.data.formats.base import Item, Layout
 from cbst_tf.errors import ConfigError
@@ -19,5 +20,5 @@ LAYOUTS = {m.LAYOUT.name: m.LAYOUT for m in (cityscapes, gta5, synthia, nthu, bd
 def get_layout(fmt: str) -> Layout:
     """The layout called ``fmt``; a usage error (exit 2) names the known ones otherwise."""
     if fmt not in LAYOUTS:
-        raise ConfigError(f"--format {fmt!r}: unknown format (choose from {', '.join(LAYOUTS)})")
+        raise ConfigError(f"--format {quote(fmt)}: unknown format (choose from {', '.join(LAYOUTS)})")
     return LAYOUTS[fmt]

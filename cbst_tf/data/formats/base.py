@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbst_tf.bounds import quote
 from cbst_tf.errors import CbstError, ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -55,7 +56,18 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def check_split(split: str | None) -> None:
+    """A split is a name inside the dataset root (``val``, ``Rome/train``), never a path: an
+    absolute one or ``..`` would list files outside ``--root``."""
+    if split in (None, ""):
+        return
+    parts = split.split("/")
+    if len(split) > 255 or split.startswith("/") or "\\" in split or any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(f"--split {quote(split)}: expected a split name inside --root (e.g. train, val, test or "
+                          "Rome/train), not a path")
+
+
 def no_split(fmt: str, split: str | None) -> None:
     """Layouts without splits accept no --split (or 'all')."""
     if split not in (None, "", "all"):
-        raise ConfigError(f"--split {split!r}: the {fmt} layout has no splits (omit --split or use 'all')")
+        raise ConfigError(f"--split {quote(split)}: the {fmt} layout has no splits (omit --split or use 'all')")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cbst_tf.bounds import quote
 from cbst_tf.data.formats.base import Item, Layout, images_in, item, require_dir
 from cbst_tf.data.labelio import map_ids, read_index_png
 from cbst_tf.errors import ConfigError
@@ -18,7 +19,7 @@ from cbst_tf.labels import NTHU_LUT
 def list_items(root: Path, split: str | None) -> list[Item]:
     city, _, part = (split or "").partition("/")
     if not city or part.lower() not in ("train", "test"):
-        raise ConfigError(f"--split {split!r}: the nthu layout needs <City>/train or <City>/test, e.g. Rome/test")
+        raise ConfigError(f"--split {quote(split)}: the nthu layout needs <City>/train or <City>/test, e.g. Rome/test")
     base = require_dir(root / city, "NTHU city")
     if part.lower() == "train":
         images = require_dir(base / "Images" / "Train", "NTHU train image")
