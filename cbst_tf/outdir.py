@@ -75,3 +75,49 @@ def release_synth_out(out: str | Path, created: bool) -> None:
         return
     if all(e == SYNTH_MARKER or _TEMP.match(e) for e in _contents(out)):
         shutil.rmtree(out, ignore_errors=True)
+
+
+#: The ownership record of a ``predict`` / ``export`` --out: {"tool", "command", "key", "written"}.
+OUT_MARKER = ".cbst-out.json"
+
+
+def claim_marked_out(out: str | Path, tool: str, record: dict, inputs: tuple = (), same: tuple = ()) -> dict | None:
+    """Let ``tool`` write into ``out``; return the marker of its earlier run there (None if new).
+
+    ``out`` may be missing, empty, or hold :data:`OUT_MARKER` of an earlier run of ``tool`` whose
+    ``same`` fields equal ``record``'s. A file, someone else's folder, another tool's output or a
+    directory inside (or equal to) one of ``inputs`` is refused (exit 2) before anything is
+    touched. The marker then records ``tool``, ``record`` and every name ``written`` so far.
+    """
+    import json
+
+    from cbst_tf.io import atomic_write_json
+
+    out = Path(out)
+    for given in inputs:
+        if _resolved(out) == _resolved(given) or _resolved(given) in _resolved(out).parents:
+            raise ConfigError(f"--out {out}: is inside --input {given}; write the outputs elsewhere")
+    if os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    previous = None
+    if out.is_dir() and [e for e in _contents(out) if not _TEMP.match(e)]:
+        try:
+            previous = json.loads((out / OUT_MARKER).read_text())
+        except (OSError, ValueError):
+            pass
+        if not isinstance(previous, dict) or previous.get("tool") != tool:
+            raise ConfigError(f"--out {out}: non-empty directory that is not the output of cbst-tf {tool} "
+                              f"(no {OUT_MARKER} of it); refusing to write into it (choose another --out)")
+        differ = [k for k in same if previous.get(k) != record.get(k)]
+        if differ:
+            old, new = previous.get(differ[0]), record.get(differ[0])
+            if isinstance(old, dict) and isinstance(new, dict):  # name the keys inside, e.g. key.weights
+                differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ConfigError(f"--out {out}: holds the output of another cbst-tf {tool} run (differs in: "
+                              f"{', '.join(differ)}); choose another --out or delete it")
+    written = set(record.get("written", []))
+    if previous and isinstance(previous.get("written"), list):
+        written |= {str(w) for w in previous["written"]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / OUT_MARKER, {**record, "tool": tool, "written": sorted(written)})
+    return previous
