@@ -18,8 +18,8 @@ The network normalises its input itself. The test passes are the ones ``predict`
   padding with the mean to the stride, stride-8 softmax, x8 bicubic upsampling, crop,
   resize back with the filter chosen by direction). One difference: when a test scale or
   ``eval.long_side`` resizes the *image*, the official code resizes the 8-bit image with
-  PIL; the graph uses TensorFlow's antialiased resize of the same kernel and rounds, which
-  can differ by one grey level on some pixels.
+  PIL; the graph uses TensorFlow's antialiased resize of the same kernel in PIL's two
+  rounded passes (:func:`_resize_8bit`), which differs by one grey level on a few pixels.
 
 The arg-max over the channels the protocol can predict and the protocol's merge are the
 ones of :class:`cbst_tf.predict.classes.ClassReader`.
@@ -66,15 +66,32 @@ def bilinear_probs(model, cfg: Config) -> Callable[[tf.Tensor], tf.Tensor]:
     return probs
 
 
-def _by_direction(maps: tf.Tensor, src: tf.Tensor, dst: tf.Tensor) -> tf.Tensor:
-    """:func:`cbst_tf.official_eval.resize_maps` with dynamic sizes (filter chosen by direction)."""
-
-    def resize(method: str) -> Callable[[], tf.Tensor]:
-        return lambda: tf.image.resize(maps, dst, method=method, antialias=True)
-
+def _by_direction(maps: tf.Tensor, src: tf.Tensor, dst: tf.Tensor,
+                  resize: Callable[[str], tf.Tensor] | None = None) -> tf.Tensor:
+    """:func:`cbst_tf.official_eval.resize_maps` with dynamic sizes: the filter is chosen by
+    direction (:func:`~cbst_tf.official_eval.pil_filter`); ``resize(method)`` does the resizing."""
+    resize = resize or (lambda method: tf.image.resize(maps, dst, method=method, antialias=True))
     return tf.case([(tf.reduce_all(tf.equal(src, dst)), lambda: maps),
-                    (tf.reduce_all(dst < src), resize("lanczos3")),
-                    (tf.reduce_all(dst > src), resize("bicubic"))], default=resize("bilinear"), exclusive=False)
+                    (tf.reduce_all(dst < src), lambda: resize("lanczos3")),
+                    (tf.reduce_all(dst > src), lambda: resize("bicubic"))],
+                   default=lambda: resize("bilinear"), exclusive=False)
+
+
+def _resize_8bit(x: tf.Tensor, src: tf.Tensor, dst: tf.Tensor) -> tf.Tensor:
+    """:func:`cbst_tf.official_eval.resize_image` (PIL on the 8-bit image) approximated: like
+    PIL, a horizontal then a vertical pass, each rounded (half up) to 8 bits; PIL's 22-bit
+    fixed-point weights still move a value across a rounding edge on ~0.1% of the pixels
+    (bicubic, Lanczos) to ~4% (bilinear, where exact halves are common), by one grey level."""
+
+    def passes(method: str) -> tf.Tensor:
+        def pass_(y: tf.Tensor, hw: tf.Tensor) -> tf.Tensor:
+            y = tf.image.resize(y, hw, method=method, antialias=True)
+            return tf.clip_by_value(tf.floor(y + 0.5), 0.0, 255.0)
+
+        y = tf.cond(tf.equal(src[1], dst[1]), lambda: x, lambda: pass_(x, tf.stack([src[0], dst[1]])))
+        return tf.cond(tf.equal(src[0], dst[0]), lambda: y, lambda: pass_(y, dst))
+
+    return _by_direction(x, src, dst, passes)
 
 
 def _long_side_size(hw: tf.Tensor, long_side: int) -> tf.Tensor:
@@ -105,8 +122,7 @@ def official_probs(model, cfg: Config) -> Callable[[tf.Tensor], tf.Tensor]:
                 base = _long_side_size(hw, int(round(long_side * scale)))
             else:
                 base = _round_half_up(hw, tf.constant(input_scale * scale, tf.float64))
-            xi = tf.cond(tf.reduce_all(tf.equal(hw, base)), lambda: x,
-                         lambda base=base: tf.clip_by_value(tf.round(_by_direction(x, hw, base)), 0.0, 255.0))
+            xi = _resize_8bit(x, hw, base)
             padded_hw = -(-base // S) * S
             right = tf.broadcast_to(pad, tf.stack([n, base[0], padded_hw[1] - base[1], 3]))
             row = tf.concat([xi, right], axis=2)

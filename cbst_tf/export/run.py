@@ -121,11 +121,11 @@ def run_export(cfg: Config, out: str | Path, weights: str | Path | None = None, 
         log(f"export: wrote the SavedModel of {weights} to {out / VERSION} "
             "(signatures serving_default, serving_bytes)")
         return {"format": fmt, "path": str(out / VERSION), "weights": str(weights)}
-    return _tflite(archive, serve, cfg, meta, out, input_size, weights)
+    return _tflite(archive, serve, model, cfg, meta, out, input_size, weights)
 
 
-def _tflite(archive: Any, serve: Any, cfg: Config, meta: dict, out: Path, input_size: tuple[int, int],
-            weights: Path) -> dict[str, Any]:
+def _tflite(archive: Any, serve: Any, model: Any, cfg: Config, meta: dict, out: Path,
+            input_size: tuple[int, int], weights: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     from cbst_tf.export import tflite
@@ -134,7 +134,8 @@ def _tflite(archive: Any, serve: Any, cfg: Config, meta: dict, out: Path, input_
     # Named like every temporary (host~pid), so a killed run's copy is recognised and removed.
     with tempfile.TemporaryDirectory(prefix=f".saved_model.tmp-{temp_tag()}-", dir=out) as tmp:
         archive.write_out(tmp, verbose=False)
-        flatbuffer = tflite.convert(tmp, f"{cfg.model.name} (width {cfg.model.width})")
+        flatbuffer = tflite.convert(tmp, f"{cfg.model.name} (width {cfg.model.width})",
+                                    [layer.name for layer in model.layers])
     image = np.random.default_rng(0).integers(0, 256, (1, *input_size, 3), dtype=np.uint8)
     checked = tflite.check(flatbuffer, serve(tf.constant(image)), image)
     meta = {**meta, "tflite": {"input_size": list(input_size), "dtype": "float32", "check": checked}}
