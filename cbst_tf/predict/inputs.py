@@ -76,6 +76,16 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def check_unique(seen: dict[str, str], ref: ImageRef) -> None:
+    """Two inputs that would write the same files (``a/x.png`` and ``a/x.jpg``) are an error."""
+    from cbst_tf.predict.outputs import output_rel
+
+    other = seen.setdefault(output_rel(ref.rel, "trainids"), ref.where)
+    if other != ref.where:
+        raise CbstError(f"{ref.where}: its outputs would overwrite those of {other} (same folder and stem); "
+                        "rename one of them")
+
+
 def open_input(path: str | Path, shard: tuple[int, int] = (0, 1)) -> InputSet:
     """The images of ``--input`` for slice ``shard = (i, n)`` (images i, i+n, ...)."""
     path = Path(path)
@@ -87,6 +97,9 @@ def open_input(path: str | Path, shard: tuple[int, int] = (0, 1)) -> InputSet:
         if not files:
             raise CbstError(f"{path}: no PNG or JPEG images found (nor a converted dataset's manifest.json)")
         refs = [ImageRef(f.relative_to(path).as_posix(), str(f), path=f) for f in files]
+        seen: dict[str, str] = {}
+        for ref in refs:  # all of them, before slicing: every shard refuses the same inputs
+            check_unique(seen, ref)
         return InputSet(refs[i::n], len(range(i, len(refs), n)), "folder")
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:

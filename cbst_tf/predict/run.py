@@ -26,8 +26,8 @@ import numpy as np
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.predict.classes import ClassReader
-from cbst_tf.predict.inputs import ImageRef, InputSet, decode, open_input, ordered_map, safe_rel
-from cbst_tf.predict.outputs import DEFAULT_FORMATS, missing, output_rel, write_outputs
+from cbst_tf.predict.inputs import ImageRef, InputSet, check_unique, decode, open_input, ordered_map, safe_rel
+from cbst_tf.predict.outputs import DEFAULT_FORMATS, missing, write_outputs
 from cbst_tf.progress import log, track
 
 _SHOWN_SKIPS = 5
@@ -84,7 +84,8 @@ class Predictor:
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending: deque = deque()
             for ref, result in track(ordered_map(load, images.refs), total=images.total, description="predict"):
-                _check_unique(seen, ref)
+                if images.kind == "tfrecord":  # a folder's names were checked when it was listed
+                    check_unique(seen, ref)
                 if isinstance(result, CbstError):
                     if not skip_bad:
                         raise result
@@ -114,15 +115,6 @@ class Predictor:
         return stats
 
 
-def _check_unique(seen: dict[str, str], ref: ImageRef) -> None:
-    """Two inputs that would write the same files (``a/x.png`` and ``a/x.jpg``) are an error."""
-    name = output_rel(ref.rel, "trainids")
-    other = seen.setdefault(name, ref.where)
-    if other != ref.where:
-        raise CbstError(f"{ref.where}: its outputs would overwrite those of {other} (same folder and stem); "
-                        "rename one of them")
-
-
 def run_predict(cfg: Config, input: str | Path, out: str | Path, weights: str | Path | None = None,
                 formats: tuple[str, ...] = DEFAULT_FORMATS, shard: tuple[int, int] = (0, 1), skip_bad: bool = False,
                 command: str = "") -> dict[str, Any]:
@@ -145,7 +137,8 @@ def run_predict(cfg: Config, input: str | Path, out: str | Path, weights: str | 
     stats = predictor.run(images, Path(out), formats, skip_bad)
     if stats["skipped"] and stats["skipped"] == stats["images"]:
         raise CbstError(f"{input}: all {stats['images']} images are unreadable (first: {stats['skipped_first'][0]})")
-    log(f"predict: wrote {stats['predicted']} images to {out}"
+    n = stats["predicted"]
+    log(f"predict: wrote {n} image{'' if n == 1 else 's'} to {out}"
         + (f"; {stats['already_done']} already done" if stats["already_done"] else "")
         + (f"; skipped {stats['skipped']} unreadable" if stats["skipped"] else ""))
     return {**stats, "weights": str(weights), "out": str(out), "formats": list(formats)}
