@@ -227,6 +227,7 @@ def _figures(out: Path, cfg: Config, panels: dict) -> list[str]:
 def run_demo(config: Path | None = None, overrides: list[str] | None = None, out: Path = Path("demo_out"),
              seed: int = 0, fast: bool = False) -> dict:
     """Run (or resume) the whole demo; returns the report dict also written to ``report.json``."""
+    from cbst_tf.demo_use import report_section, use_adapted_model
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.selftrain.priors_step import run_priors
@@ -265,6 +266,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
             weights["oracle"] = stage("oracle", oracle)
     results, panels = stage("evaluate", _evaluate_all, cfg, weights)
     figures = _figures(out, cfg, panels)
+    use = stage("use", use_adapted_model, cfg, out, weights, out / "raw" / "cityscapes" / "leftImg8bit" / "val")
 
     rows = {ROW_NAMES[k]: v for k, v in results.items()}
     table = format_table(rows, cfg.eval.protocol)
@@ -272,7 +274,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         "seed": seed, "fast": fast, "wall_seconds": round(time.monotonic() - start, 1), "timings": timings,
         "protocol": cfg.eval.protocol,
         "methods": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in results.items()},
-        "figures": figures,
+        "figures": figures, "use": use,
     }
     rounds = _method_rounds(out)
     quality_section: list[str] = []
@@ -288,7 +290,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
         f"# cbst-tf demo (seed {seed}{', fast' if fast else ''})", "",
         "Embedded synthetic benchmark: game-style source (GTA5 layout) -> real-style target (Cityscapes layout).",
         f"IoU per class and mIoU (%) on the labelled target split; protocol `{cfg.eval.protocol}`.", "",
-        table, "", *quality_section, *[f"![{f}]({f})" for f in figures],
+        table, "", *quality_section, *[f"![{f}]({f})" for f in figures], "", *report_section(use, out),
         "", f"Wall time: {report['wall_seconds']} s; stages: {timings}", ""]))
     print_table(rows, cfg.eval.protocol, title=f"cbst-tf demo, seed {seed}")
     return report

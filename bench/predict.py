@@ -1,0 +1,109 @@
+"""``cbst-tf predict`` throughput next to the bare forward pass with the same test passes.
+
+Bare: :func:`cbst_tf.inference.protocol_probs` (network, resizes and softmax of every
+configured pass) on images already decoded in memory. Predict: :meth:`Predictor.run` on the
+same images as PNG files in a folder (listing, decoding, the passes, arg-max, PNG encoding and
+atomic, fsynced writes of ``--formats``). Both use one model built once and warmed up; the two
+are timed alternately ``--repeats`` times and the best of each is kept (the machine is shared).
+Prints one JSON object; the issue's bar: ``ratio`` (predict / bare images per second) >= 0.9
+at width 1.0, 512x1024. About a minute on 2 CPU cores.
+
+    python bench/predict.py [--net fcn8s_vgg16] [--width 1.0] [--size 512x1024] [--images 4]
+                            [--repeats 2] [--formats labelids,color] [--scales 1.0] [--flip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cbst_tf import progress  # noqa: E402
+from cbst_tf.config import load_config  # noqa: E402
+from cbst_tf.inference import protocol_probs  # noqa: E402
+from cbst_tf.models import build_from_config  # noqa: E402
+from cbst_tf.predict.inputs import open_input  # noqa: E402
+from cbst_tf.predict.outputs import parse_formats  # noqa: E402
+from cbst_tf.predict.run import Predictor  # noqa: E402
+
+
+def _hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def street_like(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
+    """Smooth noise with edges (compresses like a photo, not like white noise)."""
+    small = rng.integers(0, 256, (hw[0] // 16 + 1, hw[1] // 16 + 1, 3), dtype=np.uint8)
+    img = cv2.resize(small, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(img.astype(np.int16) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--net", default="fcn8s_vgg16")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--size", type=_hw, default=(512, 1024))
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--formats", default="labelids,color")
+    p.add_argument("--scales", default="1.0")
+    p.add_argument("--flip", action="store_true")
+    args = p.parse_args()
+
+    progress.configure(enabled=False, log_every=10**9)
+    cfg = load_config(None, [f"model.name={args.net}", f"model.width={args.width}", "model.dropout=0.0",
+                             f"eval.scales=[{args.scales}]", f"eval.flip={str(args.flip).lower()}"])
+    formats = parse_formats(args.formats)
+    model = build_from_config(cfg, init=False)  # random weights: the speed does not depend on them
+    predictor = Predictor(cfg, model)
+    e = cfg.eval
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        images = [street_like(rng, args.size) for _ in range(args.images)]
+        for i, img in enumerate(images):
+            (tmp / "in").mkdir(exist_ok=True)
+            cv2.imwrite(str(tmp / "in" / f"city_{i:06d}_000019_leftImg8bit.png"), img[..., ::-1])
+        decoded = [img.astype(np.float32) for img in images]
+
+        def bare() -> float:
+            t = time.perf_counter()
+            for img in decoded:
+                protocol_probs(model, img, e.scales, e.flip, upsample=e.upsample, long_side=e.long_side)
+            return time.perf_counter() - t
+
+        runs = iter(range(10**6))
+
+        def predict() -> float:
+            t = time.perf_counter()
+            stats = predictor.run(open_input(tmp / "in"), tmp / f"out{next(runs)}", formats)
+            assert stats["predicted"] == len(images), stats
+            return time.perf_counter() - t
+
+        bare(), predict()  # warm-up: tracing, first allocations
+        bare_s, predict_s = float("inf"), float("inf")
+        for _ in range(args.repeats):
+            bare_s = min(bare_s, bare())
+            predict_s = min(predict_s, predict())
+    bare_ips, predict_ips = len(images) / bare_s, len(images) / predict_s
+    print(json.dumps({
+        "net": args.net, "width": args.width, "input": list(args.size), "images": len(images),
+        "formats": list(formats), "scales": list(e.scales), "flip": e.flip, "repeats": args.repeats,
+        "bare_images_per_s": round(bare_ips, 3), "predict_images_per_s": round(predict_ips, 3),
+        "ratio": round(predict_ips / bare_ips, 4), "target_ratio": 0.9, "meets_target": predict_ips / bare_ips >= 0.9,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
