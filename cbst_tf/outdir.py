@@ -6,6 +6,9 @@ the same command: a converted dataset (recognised by its ``manifest.json``) or a
 benchmark (its ``synth.json``, or the ownership marker written when the run started). Any
 other non-empty directory, a regular file, or an output inside or above the input is refused
 with a one-line error (exit 2) before anything is touched.
+
+``predict`` and ``export`` write into their ``--out`` (never replacing it as a whole); it is
+theirs when it holds their marker (:func:`claim_marked_out`).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Predictor:
 
     def run(self, images: InputSet, out: Path, formats: tuple[str, ...] = DEFAULT_FORMATS,
             skip_bad: bool = False) -> dict[str, Any]:
-        """Predict ``images`` into ``out``; returns counts and the steady-state time."""
+        """Predict ``images`` into ``out``; returns the counts and the seconds it took."""
         out = Path(out)
         seen: dict[str, str] = {}
 
@@ -80,7 +80,7 @@ class Predictor:
 
         stats: dict[str, Any] = {"images": images.total, "predicted": 0, "already_done": 0, "skipped": 0,
                                  "skipped_first": []}
-        start = first_done = None
+        start = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending: deque = deque()
             for ref, result in track(ordered_map(load, images.refs), total=images.total, description="predict"):
@@ -98,20 +98,14 @@ class Predictor:
                 if image is None:
                     stats["already_done"] += 1
                     continue
-                start = start or time.monotonic()
                 ids, confidence = self.train_ids(image)
                 pending.append(writer.submit(write_outputs, out, ref.rel, todo, image, ids, confidence))
                 while len(pending) > 2:
                     pending.popleft().result()
                 stats["predicted"] += 1
-                if stats["predicted"] == 1:
-                    first_done = time.monotonic()
             while pending:
                 pending.popleft().result()
-        end = time.monotonic()
-        stats["seconds"] = round(end - start, 3) if start else 0.0
-        # Throughput without the first image (tracing): what a long run sustains.
-        stats["steady_seconds"] = round(end - first_done, 3) if first_done else 0.0
+        stats["seconds"] = round(time.monotonic() - start, 3)
         return stats
 
 
