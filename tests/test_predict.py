@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -187,9 +190,14 @@ def test_shards_rerun_and_partial_outputs(world, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
     victim = out / "color" / "bremen" / "bremen_000001_000019_color.png"
     victim.unlink()
+    # A run killed by SIGKILL left a temporary; the next run removes it (its writer is gone).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = victim.with_name(f".{victim.name}.tmp-{socket.gethostname()}~{dead}")
+    stale.write_bytes(b"half a PNG")
     code, text = predict(world, "--input", world["folder"], "--out", out, "--format", "trainids,color,labelids")
     assert code == 0 and f"wrote {len(SIZES)} images" in text, text  # labelids were new for all three
-    assert victim.is_file()
+    assert victim.is_file() and not stale.exists() and f"removed {stale} left by a killed run" in text
     kept = {p: t for p, t in stamps.items() if p != victim}
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing it had written was rewritten
     assert not [p for p in out.rglob(".*") if p.name != ".cbst-out.json"]  # no temporaries left

@@ -32,7 +32,7 @@ import numpy as np
 from cbst_tf import __version__
 from cbst_tf.config import Config, to_dict
 from cbst_tf.errors import ConfigError
-from cbst_tf.io import atomic_dir, atomic_write_bytes, atomic_write_json
+from cbst_tf.io import atomic_dir, atomic_write_bytes, atomic_write_json, remove_stale_temps
 from cbst_tf.progress import log
 
 VERSION = "1"
@@ -110,6 +110,8 @@ def run_export(cfg: Config, out: str | Path, weights: str | Path | None = None, 
     digest = file_digest(weights)
     written = [VERSION] if fmt == "saved_model" else ["model.tflite", "metadata.json"]
     claim_marked_out(out, "export", {"command": command, "key": prediction_key(cfg, digest), "written": written})
+    for stale in remove_stale_temps(out):
+        log(f"removed {stale} left by a killed run")
     runtime.setup(cfg)
     model = load_model(cfg, weights)
     meta = metadata(cfg, weights, digest, model)
@@ -131,7 +133,7 @@ def _tflite(archive: Any, serve: Any, model: Any, cfg: Config, meta: dict, out: 
     from cbst_tf.export import tflite
     from cbst_tf.io import temp_tag
 
-    # Named like every temporary (host~pid), so a killed run's copy is recognised and removed.
+    # Named like every temporary (host~pid): the next export removes a killed run's copy.
     with tempfile.TemporaryDirectory(prefix=f".saved_model.tmp-{temp_tag()}-", dir=out) as tmp:
         archive.write_out(tmp, verbose=False)
         flatbuffer = tflite.convert(tmp, f"{cfg.model.name} (width {cfg.model.width})",

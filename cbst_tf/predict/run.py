@@ -115,6 +115,7 @@ def run_predict(cfg: Config, input: str | Path, out: str | Path, weights: str | 
     """``cbst-tf predict``: checks, claims ``out``, loads the model, predicts; returns the counts."""
     from cbst_tf import runtime
     from cbst_tf.evaluate.run import latest_weights, load_model
+    from cbst_tf.io import remove_stale_temps
     from cbst_tf.layout import require
     from cbst_tf.outdir import claim_marked_out
 
@@ -124,6 +125,8 @@ def run_predict(cfg: Config, input: str | Path, out: str | Path, weights: str | 
     key = prediction_key(cfg, file_digest(weights))
     claim_marked_out(out, "predict", {"command": command, "key": key, "written": list(formats)},
                      inputs=(Path(input),), same=("key",))
+    for stale in remove_stale_temps(out):
+        log(f"removed {stale} left by a killed run")
     runtime.setup(cfg)
     predictor = Predictor(cfg, load_model(cfg, weights))
     log(f"predict: {weights} on {input} ({images.total} images"
