@@ -61,8 +61,8 @@ class ClassReader:
         """Name of each output channel."""
         return tuple(CLASS_NAMES[t] for t in self.channel_train_ids)
 
-    def train_ids(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Train ids (uint8) and the probability of the chosen channel (float32) per pixel."""
+    def train_ids(self, probs: np.ndarray, confidence: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Train ids (uint8) and (if ``confidence``) the probability of the chosen channel per pixel."""
         probs = np.asarray(probs)
         if probs.shape[-1] != self.num_channels:
             raise ConfigError(f"data.num_classes: the model has {probs.shape[-1]} output channels, "
@@ -72,8 +72,10 @@ class ClassReader:
         else:
             sub = probs[..., list(self.allowed)]
         index = np.argmax(sub, axis=-1)
-        confidence = np.take_along_axis(sub, index[..., None], axis=-1)[..., 0]
-        return np.asarray(self.result_ids, np.uint8)[index], confidence.astype(np.float32, copy=False)
+        ids = np.asarray(self.result_ids, np.uint8)[index]
+        if not confidence:
+            return ids, None
+        return ids, np.take_along_axis(sub, index[..., None], axis=-1)[..., 0].astype(np.float32, copy=False)
 
     def metadata(self) -> dict:
         """What a consumer of exported predictions needs (JSON-serialisable)."""

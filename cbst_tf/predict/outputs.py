@@ -59,7 +59,7 @@ def missing(out: Path, rel: str, formats: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f for f in formats if not (out / output_rel(rel, f)).is_file())
 
 
-def render(fmt: str, image: np.ndarray, train_ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+def render(fmt: str, image: np.ndarray, train_ids: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
     """The array ``cv2.imencode`` writes for ``fmt`` (colour images in OpenCV's BGR order)."""
     if fmt == "trainids":
         return train_ids
@@ -74,7 +74,7 @@ def render(fmt: str, image: np.ndarray, train_ids: np.ndarray, confidence: np.nd
 
 
 def write_outputs(out: Path, rel: str, formats: tuple[str, ...], image: np.ndarray, train_ids: np.ndarray,
-                  confidence: np.ndarray) -> None:
+                  confidence: np.ndarray | None) -> None:
     """Write the files of ``formats`` for one image, each atomically."""
     for fmt in formats:
         path = out / output_rel(rel, fmt)

@@ -59,14 +59,14 @@ class Predictor:
         self.model = model
         self.reader = ClassReader.of(cfg.data.num_classes, cfg.eval.protocol)
 
-    def train_ids(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Train ids and confidence of one RGB image ``(H, W, 3)`` at its own size."""
+    def train_ids(self, image: np.ndarray, confidence: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Train ids and (if ``confidence``) confidence of one RGB image ``(H, W, 3)`` at its own size."""
         from cbst_tf.inference import protocol_probs
 
         e = self.cfg.eval
         probs = protocol_probs(self.model, np.asarray(image, np.float32), e.scales, e.flip, upsample=e.upsample,
                                long_side=e.long_side, input_scale=self.cfg.data.input_scale)
-        return self.reader.train_ids(probs)
+        return self.reader.train_ids(probs, confidence)
 
     def run(self, images: InputSet, out: Path, formats: tuple[str, ...] = DEFAULT_FORMATS,
             skip_bad: bool = False) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class Predictor:
                 if image is None:
                     stats["already_done"] += 1
                     continue
-                ids, confidence = self.train_ids(image)
+                ids, confidence = self.train_ids(image, "confidence" in todo)
                 pending.append(writer.submit(write_outputs, out, ref.rel, todo, image, ids, confidence))
                 while len(pending) > 2:
                     pending.popleft().result()
