@@ -390,6 +390,40 @@ def demo(
                                                          seed=seed, fast=fast))
 
 
+@app.command()
+def predict(
+    input_: Annotated[Path, typer.Option("--input", "-i", help="An image, a folder of images (recursive) or a "
+                                         "converted TFRecord directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (one folder per format).")],
+    config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Keras .weights.h5 file.")] = None,
+    formats: Annotated[str | None, typer.Option("--format", "-f", help="Comma-separated: trainids, labelids, "
+                                                "color, overlay, confidence (default labelids,color).")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="i/n: process one slice of the images.")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images instead of failing.")] = False,
+) -> None:
+    """Segment new images under the configured test protocol (same classes as evaluate)."""
+    from cbst_tf.predict.outputs import parse_formats
+
+    _call("cbst_tf.predict.run", "run_predict", config, set_, workdir, input=input_, out=out, weights=weights,
+          formats=_guard(parse_formats, formats), shard=parse_shard(shard), skip_bad=skip_bad,
+          command=" ".join(["cbst-tf"] + sys.argv[1:]))
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (TF Serving model base path).")],
+    config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Keras .weights.h5 file.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="saved_model | tflite")] = "saved_model",
+    input_size: Annotated[str | None, typer.Option("--input-size", help="HxW of the TFLite model's input.")] = None,
+) -> None:
+    """A SavedModel (TF Serving) or TFLite model with the test passes in the graph."""
+    _call("cbst_tf.export.run", "run_export", config, set_, workdir, out=out, weights=weights, fmt=fmt,
+          input_size=parse_hw(input_size) if input_size is not None else None,
+          command=" ".join(["cbst-tf"] + sys.argv[1:]))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, Kubernetes, Slurm): unwinds like Ctrl-C, so temporaries are removed."""
 

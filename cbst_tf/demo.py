@@ -212,6 +212,7 @@ def _same_config(cfg: Config, out: Path) -> None:
 
 
 def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float) -> dict:
+    from cbst_tf.demo_use import report_section, use_adapted_model
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.selftrain.priors_step import run_priors
@@ -243,6 +244,7 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
             weights["oracle"] = stage("oracle", oracle)
     results, panels = stage("evaluate", evaluate_all, cfg, weights)
     figures = write_figures(out, cfg, panels)
+    use = stage("use", use_adapted_model, cfg, out, weights, out / "raw" / "cityscapes" / "leftImg8bit" / "val")
 
     rows = {ROW_NAMES[k]: v for k, v in results.items()}
     table = format_table(rows, cfg.eval.protocol)
@@ -250,7 +252,7 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
         "seed": seed, "fast": fast, "wall_seconds": round(time.monotonic() - start, 1), "timings": timings,
         "protocol": cfg.eval.protocol,
         "methods": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in results.items()},
-        "figures": figures,
+        "figures": figures, "use": use,
         "environment": environment.describe({"init": cfg.model.weights, **weights}),
     }
     rounds = method_rounds(out)
@@ -267,7 +269,7 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
         f"# cbst-tf demo (seed {seed}{', fast' if fast else ''})", "",
         "Embedded synthetic benchmark: game-style source (GTA5 layout) -> real-style target (Cityscapes layout).",
         f"IoU per class and mIoU (%) on the labelled target split; protocol `{cfg.eval.protocol}`.", "",
-        table, "", *quality_section, *[f"![{f}]({f})" for f in figures],
+        table, "", *quality_section, *[f"![{f}]({f})" for f in figures], "", *report_section(use, out),
         "", f"Wall time: {report['wall_seconds']} s; stages: {timings}", "",
         environment.markdown(report["environment"]), ""]))
     print_table(rows, cfg.eval.protocol, title=f"cbst-tf demo, seed {seed}")

@@ -101,3 +101,22 @@ def predict_probs(model, image, scales: Sequence[float] = (1.0,), flip: bool = F
         total = total / float(len(passes))
     out = total.numpy().astype(np.float32, copy=False)
     return out[0] if single else out
+
+
+def protocol_probs(model, image, scales: Sequence[float] = (1.0,), flip: bool = False, *,
+                   upsample: str = "bilinear_logits", long_side: int | None = None, input_scale: float = 1.0,
+                   size: Sequence[int] | None = None) -> np.ndarray:
+    """THE test-time probabilities ``(H, W, C)`` of one image ``(H, W, 3)`` under the configured
+    protocol (``eval.scales``, ``eval.flip``, ``eval.upsample``, ``eval.long_side``,
+    ``data.input_scale``), shared by ``evaluate`` and ``predict`` so both give the same classes.
+
+    ``bicubic_probs``: the official protocol (:func:`cbst_tf.official_eval.official_probs`);
+    otherwise :func:`predict_probs`, the image first scaled so its longer side is ``long_side``
+    (else by ``input_scale``). ``size``: output size, default the image's.
+    """
+    if upsample == "bicubic_probs":
+        from cbst_tf.official_eval import official_probs
+
+        return official_probs(model, image, scales, flip, size=size, long_side=long_side, input_scale=input_scale)
+    factor = long_side / max(np.shape(image)[:2]) if long_side else input_scale
+    return predict_probs(model, image, scales, flip, factor, size=size)

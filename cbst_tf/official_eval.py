@@ -96,7 +96,8 @@ def stride_model(model: keras.Model) -> keras.Model:
     return fn
 
 
-def _pad_value(model: keras.Model) -> np.ndarray:
+def pad_value(model: keras.Model) -> np.ndarray:
+    """The RGB value that the network normalises to zero (what the official code pads with)."""
     try:
         return np.asarray(model.get_layer("normalize").mean, np.float32)  # RGB, normalises to 0
     except ValueError:
@@ -112,7 +113,7 @@ def official_probs(model: keras.Model, image: np.ndarray, scales: Sequence[float
     hw = image.shape[:2]
     out_hw = tuple(int(v) for v in (size if size is not None else hw))
     forward = stride_model(model)
-    pad = _pad_value(model)
+    pad = pad_value(model)
     total = None
     for scale in scales:
         if long_side:

@@ -211,3 +211,46 @@ def claim_out(out: str | Path, command: str, inputs: Inputs = (), flag: str = "-
     here = os.stat(out)
     _write_marker(out, {"command": command, "complete": False, "directory": [here.st_dev, here.st_ino]})
     return OutClaim(out, command, created, resumed)
+
+
+def claim_marked_out(out: str | Path, tool: str, record: dict, inputs: tuple = (), same: tuple = ()) -> dict | None:
+    """``predict`` and ``export``: let ``tool`` write INTO ``out`` file by file; return its earlier marker.
+
+    These commands never replace ``out`` as a whole: a rerun skips the files that are complete
+    and ``--shard`` slices write beside each other, so the whole-directory digests of
+    :func:`claim_out` do not apply. The same place rules do (root, home, inputs:
+    :func:`_check_place`); beyond them ``out`` may be missing, empty, or hold this module's
+    :data:`MARKER` written by an earlier run of ``tool`` whose ``same`` fields equal ``record``'s.
+    Anything else is refused (exit 2) before anything is touched. The marker records ``tool``,
+    ``record`` and every name ``written`` so far.
+    """
+    from cbst_tf.io import atomic_write_json
+
+    out = Path(out)
+    _check_place(out, {f"--input{'' if i == 0 else f' {i + 1}'}": p for i, p in enumerate(inputs)}, "--out")
+    if os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
+    previous = None
+    if out.is_dir() and _listing(out):
+        try:
+            path = out / MARKER
+            previous = json.loads(path.read_bytes()) if path.lstat().st_size <= _MAX_MARKER_BYTES else None
+        except (OSError, ValueError, RecursionError):
+            previous = None
+        if not isinstance(previous, dict) or previous.get("tool") != TOOL or previous.get("command") != tool:
+            raise ConfigError(f"--out {show_path(out)}: non-empty directory that is not the output of cbst-tf {tool} "
+                              f"(no {MARKER} of it); refusing to write into it (choose another --out)")
+        differ = [k for k in same if previous.get(k) != record.get(k)]
+        if differ:
+            old, new = previous.get(differ[0]), record.get(differ[0])
+            if isinstance(old, dict) and isinstance(new, dict):  # name the keys inside, e.g. key.weights
+                differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ConfigError(f"--out {show_path(out)}: holds the output of another cbst-tf {tool} run "
+                              f"(differs in: {', '.join(differ)}); choose another --out or delete it")
+    written = set(record.get("written", []))
+    if previous and isinstance(previous.get("written"), list):
+        written |= {str(w) for w in previous["written"]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / MARKER, {**record, "tool": TOOL, "command": tool, "complete": False,
+                                     "written": sorted(written)})
+    return previous

@@ -131,17 +131,20 @@ def _label_tile(text: str, width: int) -> np.ndarray:
     return tile
 
 
+def image_row(tiles: dict[str, np.ndarray]) -> np.ndarray:
+    """One row of named RGB images of one size, each under its name, 2 px apart."""
+    named = [np.concatenate([_label_tile(name, rgb.shape[1]), rgb], axis=0) for name, rgb in tiles.items()]
+    gap = np.full((named[0].shape[0], 2, 3), 255, np.uint8)
+    row = []
+    for t in named:
+        row += [t, gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
 def qualitative_panels(image: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
     """One row: the RGB image, then each named train-id map colourised (paper Figs. 3-4)."""
     rgb = np.clip(image, 0, 255).astype(np.uint8)
-    tiles = [np.concatenate([_label_tile("image", rgb.shape[1]), rgb], axis=0)]
-    for name, ids in columns.items():
-        tiles.append(np.concatenate([_label_tile(name, rgb.shape[1]), colorize(ids)], axis=0))
-    gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
-    row = []
-    for t in tiles:
-        row += [t, gap]
-    return np.concatenate(row[:-1], axis=1)
+    return image_row({"image": rgb, **{name: colorize(ids) for name, ids in columns.items()}})
 
 
 def save_rgb_png(path: Path, rgb: np.ndarray) -> Path:

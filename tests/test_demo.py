@@ -29,8 +29,17 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     md = (tmp_path / "a" / "report.md").read_text()
     for row in ("| Source only |", "| ST |", "| CBST |", "| CBST-SP |"):
         assert row in md
-    for figure in ("selection_per_class.png", "pseudo_label_quality.png", "spatial_priors.png", "qualitative.png"):
+    for figure in ("selection_per_class.png", "pseudo_label_quality.png", "spatial_priors.png", "qualitative.png",
+                   "adapted_model.png"):
         assert (tmp_path / "a" / figure).stat().st_size > 1000, figure
+    # The adapted model in use: exported as a SavedModel, predict overlays of it and of the source model.
+    use = report["use"]
+    assert (tmp_path / "a" / "export" / "cbst_sp" / "1" / "saved_model.pb").is_file()
+    assert use["saved_model"] == str(tmp_path / "a" / "export" / "cbst_sp" / "1")
+    for method in ("source_only", "cbst_sp"):
+        assert len(list((tmp_path / "a" / "use" / method / "overlay").rglob("*_overlay.png"))) == 3, method
+    assert "## Use the adapted model" in md and "![adapted_model.png](adapted_model.png)" in md
+    assert list(report["timings"])[-2:] == ["evaluate", "use"]
     # ST and CBST selection statistics behind the plot: CBST selects >= floor(p * N_c) of every class.
     stats = json.loads((tmp_path / "a" / "runs" / "cbst" / "round_1" / "label" / "stats.json").read_text())
     for sel, pred in zip(stats["selected_pixels"], stats["predicted_pixels"], strict=True):
@@ -97,7 +106,7 @@ def test_oracle_runs_in_a_second_process_with_the_same_result(tmp_path):
                                      "--set", "train.steps=60"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert "oracle" in report["methods"] and list(report["timings"])[-2:] == ["oracle", "evaluate"]
+    assert "oracle" in report["methods"] and list(report["timings"])[-3:] == ["oracle", "evaluate", "use"]
     assert "pretrain: step 60/60" in (out / "runs" / "oracle.log").read_text()
     ocfg = load_config(out / "runs" / "oracle_config.yaml")
     assert ocfg.data.source == ocfg.data.target  # trained on the labelled target split

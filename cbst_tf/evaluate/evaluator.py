@@ -83,7 +83,7 @@ def evaluate_model(
     ``input_scale``). Returns :func:`summarize`'s dict plus ``num_images``, ``scales``,
     ``flip``, ``input_scale``, ``upsample`` and ``long_side``.
     """
-    from cbst_tf.inference import predict_probs
+    from cbst_tf.inference import protocol_probs
     from cbst_tf.progress import track
 
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -93,15 +93,8 @@ def evaluate_model(
         label = np.asarray(example["label"])
         if label.ndim == 3 and label.shape[-1] == 1:
             label = label[..., 0]
-        image = example["image"]
-        if upsample == "bicubic_probs":
-            from cbst_tf.official_eval import official_probs
-
-            probs = official_probs(model, image, scales, flip, size=label.shape[:2], long_side=long_side,
-                                   input_scale=input_scale)
-        else:
-            factor = long_side / max(image.shape[:2]) if long_side else input_scale
-            probs = predict_probs(model, image, scales, flip, factor, size=label.shape[:2])
+        probs = protocol_probs(model, example["image"], scales, flip, upsample=upsample, long_side=long_side,
+                               input_scale=input_scale, size=label.shape[:2])
         pred = protocol.predict(probs)
         gt = protocol.remap_label(label)
         cm.update(gt, pred)

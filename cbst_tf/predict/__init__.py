@@ -1,0 +1,1 @@
+"""``cbst-tf predict``: segment new images (a file, a folder or a TFRecord split) with trained weights."""
