@@ -221,8 +221,9 @@ def claim_marked_out(out: str | Path, tool: str, record: dict, inputs: tuple = (
     :func:`claim_out` do not apply. The same place rules do (root, home, inputs:
     :func:`_check_place`); beyond them ``out`` may be missing, empty, or hold this module's
     :data:`MARKER` written by an earlier run of ``tool`` whose ``same`` fields equal ``record``'s.
-    Anything else is refused (exit 2) before anything is touched. The marker records ``tool``,
-    ``record`` and every name ``written`` so far.
+    Anything else is refused (exit 2) before anything is touched. The marker records the tool,
+    ``tool`` as its command, ``record`` (its ``command``, the command line, as ``command_line``) and
+    every name ``written`` so far.
     """
     from cbst_tf.io import atomic_write_json
 
@@ -251,6 +252,7 @@ def claim_marked_out(out: str | Path, tool: str, record: dict, inputs: tuple = (
     if previous and isinstance(previous.get("written"), list):
         written |= {str(w) for w in previous["written"]}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / MARKER, {**record, "tool": TOOL, "command": tool, "complete": False,
-                                     "written": sorted(written)})
+    fields = {k: v for k, v in record.items() if k != "command"}  # record["command"]: the command line
+    atomic_write_json(out / MARKER, {**fields, "tool": TOOL, "command": tool, "command_line": record.get("command"),
+                                     "complete": False, "written": sorted(written)})
     return previous

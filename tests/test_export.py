@@ -131,7 +131,7 @@ def test_metadata_is_reachable_from_the_loaded_model(exported):
     on_disk = json.loads((exported["root"] / "model" / "1" / "assets.extra" / "cbst_metadata.json").read_text())
     assert on_disk["classes"]["channel_train_ids"] == list(range(19))
     marker = json.loads((exported["root"] / "model" / ".cbst-tf-out.json").read_text())
-    assert marker["tool"] == "export" and marker["written"] == ["1"]
+    assert marker["tool"] == "cbst-tf" and marker["command"] == "export" and marker["written"] == ["1"]
 
 
 def test_saved_model_cli_lists_both_signatures(exported):

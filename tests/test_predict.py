@@ -139,7 +139,8 @@ def test_formats_gray_rgba_jpeg_against_a_plain_model_call(world, tmp_path):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         ".cbst-tf-out.json", "color", "confidence", "labelids", "overlay", "trainids"]
     marker = json.loads((tmp_path / "o" / ".cbst-tf-out.json").read_text())
-    assert marker["tool"] == "predict" and marker["command"].startswith("cbst-tf ")
+    assert marker["tool"] == "cbst-tf" and marker["command"] == "predict"
+    assert marker["command_line"].split()[0] == "cbst-tf"  # sys.argv of the test process follows
     assert marker["written"] == ["color", "confidence", "labelids", "overlay", "trainids"]
 
 
