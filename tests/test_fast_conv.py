@@ -75,6 +75,8 @@ def test_kernels_and_training_steps_with_onednn_on_and_off():
     over three steps of a 1e-2 learning rate. bfloat16 keeps 8 significant bits, so oneDNN's
     and Eigen's roundings of the activations differ by up to ~4e-3 relative per value; averaged
     over the 6,144-pixel loss they moved it by 3e-4 here, and 2e-3 leaves room for other CPUs.
+    float16 (11 bits, ~1e-3 per value) moved ResNet-38's second loss by 1.1e-5 in one CI run
+    and 0 in another: the same 2e-3 bound applies to both mixed policies.
     """
     script = Path(__file__).with_name("onednn_check.py")
     runs = {}
@@ -90,7 +92,7 @@ def test_kernels_and_training_steps_with_onednn_on_and_off():
         for key, losses in run["train"].items():
             assert all(np.isfinite(losses)) and losses[-1] < losses[0], (value, key, losses)
     for key, off in runs["0"]["train"].items():
-        rtol = 2e-3 if "bfloat16" in key else 1e-5
+        rtol = 2e-3 if "mixed" in key else 1e-5
         np.testing.assert_allclose(runs["1"]["train"][key], off, rtol=rtol, err_msg=key)
 
 
