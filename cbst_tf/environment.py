@@ -8,12 +8,13 @@ No TensorFlow import here: reading ``/proc/cpuinfo`` and the environment is enou
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
+
+from cbst_tf.io import file_digest
 
 # The CPU flags TF 2.21 turns oneDNN on for by default (x86 Linux), per its start-up logic.
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
@@ -77,15 +78,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def file_digest(path: str | Path) -> str:
-    """``sha256:<first 16 hex digits>`` of a file's bytes (enough to tell two weight files apart)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
-
-
 def _threads() -> dict:
     """TensorFlow's thread pools as configured (0 = TF's default: one thread per core)."""
     out = {"cpu_count": os.cpu_count(),
@@ -110,7 +102,10 @@ def describe(weights: dict[str, str | Path | None] | None = None) -> dict:
         "onednn": onednn_enabled(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "threads": _threads(),
-        "weights": {k: file_digest(v) for k, v in (weights or {}).items() if v and Path(v).is_file()},
+        # The digest every cache is keyed by (computed once per file and process), shortened:
+        # enough to tell two weight files apart in a report.
+        "weights": {k: "sha256:" + file_digest(v)[:16] for k, v in (weights or {}).items()
+                    if v and Path(v).is_file()},
     }
 
 
