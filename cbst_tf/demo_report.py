@@ -10,7 +10,7 @@ import numpy as np
 
 from cbst_tf.config import Config
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.layout import RunLayout, priors_file
+from cbst_tf.layout import PriorsLayout, RunLayout, priors_file
 
 METHODS = ("st", "cbst", "cbst_sp")
 ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp": "CBST-SP",
@@ -79,7 +79,7 @@ def write_figures(out: Path, cfg: Config, panels: dict) -> list[str]:
         plot_quality(rounds, out / "pseudo_label_quality.png",
                      "Pseudo-labels against the target-train labels (never used by the methods)")
         made.append("pseudo_label_quality.png")
-    grid = Path(priors_file(cfg)).parent / "heatmaps_grid.png"
+    grid = PriorsLayout(Path(priors_file(cfg)).parent).grid
     if grid.is_file():
         shutil.copyfile(grid, out / "spatial_priors.png")
         made.append("spatial_priors.png")

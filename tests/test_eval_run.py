@@ -20,7 +20,8 @@ from cbst_tf.config import load_config
 from cbst_tf.data.writer import DatasetWriter
 from cbst_tf.evaluate.confusion import ConfusionMatrix, mean_iou
 from cbst_tf.evaluate.report import format_table
-from cbst_tf.evaluate.run import latest_weights, weights_name
+from cbst_tf.evaluate.run import latest_weights
+from cbst_tf.layout import RunLayout
 from cbst_tf.models import build_model
 
 HW = (32, 40)
@@ -135,9 +136,9 @@ def test_default_weights_and_names(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     assert latest_weights(cfg) == tmp_path / "round_10/finetune/final.weights.h5"
-    assert weights_name(latest_weights(cfg)) == "round_10"
-    assert weights_name(tmp_path / "pretrain/final.weights.h5") == "pretrain"
-    assert weights_name(Path("my_model.weights.h5")) == "my_model"
+    assert RunLayout.run_name(latest_weights(cfg)) == "round_10"
+    assert RunLayout.run_name(tmp_path / "pretrain/final.weights.h5") == "pretrain"
+    assert RunLayout.run_name(Path("my_model.weights.h5")) == "my_model"
 
 
 def test_format_table_paper_layout():

@@ -30,8 +30,6 @@ from cbst_tf.layout import RunLayout, pretrained_weights, require
 from cbst_tf.outdir import claim_out
 from cbst_tf.progress import log
 
-_SUFFIXES = (".weights.h5", ".h5", ".keras")
-
 
 def latest_weights(cfg: Config) -> Path:
     """The newest finished model in the workdir: the last round's
@@ -41,20 +39,6 @@ def latest_weights(cfg: Config) -> Path:
         return rounds[-1][1]
     return require(pretrained_weights(cfg), "trained weights",
                    "run `cbst-tf pretrain` / `cbst-tf selftrain` first, or pass --weights")
-
-
-def weights_name(path: Path) -> str:
-    """A short run name for weights: ``round_3`` / ``pretrain`` for a step's final weights,
-    else the file name without its Keras suffix."""
-    name = path.name
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-            break
-    if name == "final":
-        step = path.parent
-        return step.parent.name if step.name == "finetune" and step.parent.name else step.name or name
-    return name
 
 
 def load_model(cfg: Config, weights: Path) -> Any:
@@ -92,7 +76,7 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
                         f"{protocol.name} scores a {protocol.num_classes}-class model")
     weights = require(Path(weights), "weights file", "check --weights") if weights else latest_weights(cfg)
     directory, manifest = _check_dataset(cfg)
-    name = weights_name(weights)
+    name = RunLayout.run_name(weights)
     claim = None
     if out is not None:  # a user-named directory: only an earlier evaluation's output is written into
         claim = claim_out(out, "evaluate", {"--weights": weights, "--split": directory})

@@ -30,10 +30,6 @@ LABEL_IGNORES = ("train.", "selftrain.rounds", "selftrain.source_portion", "self
                  "data.crop_size", "data.scale_range", "data.flip", "data.shuffle_buffer")
 
 
-#: What an interrupted label step resumes from (discarded when its input files changed).
-LABEL_PARTIAL = ("cache", "hist", "parts", "pseudo", "thresholds.json", "stats.json", "preview.png")
-
-
 def label_inputs(cfg: Config, round_: int) -> dict[str, str]:
     """Digests of the files round R's labels are made from: its model, the target, the priors."""
     from cbst_tf.data.manifest import dataset_digest

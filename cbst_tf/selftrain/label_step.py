@@ -33,10 +33,10 @@ from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.inference import inference_passes
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.layout import RunLayout, priors_file, require, weights_before_round
+from cbst_tf.layout import LabelLayout, RunLayout, priors_file, require, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.histogram_file import histogram_key, load_histogram, save_histogram
-from cbst_tf.selftrain.label_keys import LABEL_IGNORES, LABEL_PARTIAL, label_inputs, label_key, method_mode
+from cbst_tf.selftrain.label_keys import LABEL_IGNORES, label_inputs, label_key, method_mode
 from cbst_tf.selftrain.logit_cache import (
     BackgroundWriter,
     StrideLogits,
@@ -95,13 +95,9 @@ def _target_examples(cfg: Config, shard: tuple[int, int], decode: bool = True):
     return eval_dataset(cfg.data.target, cfg.data, shard=shard, decode=decode).as_numpy_iterator(), count
 
 
-def _hist_path(label_dir: Path, i: int, n: int) -> Path:
-    return label_dir / "hist" / f"shard-{i:05d}-of-{n:05d}.npz"
-
-
-def _cache_dir(label_dir: Path, round_: int, shard: tuple[int, int], key: str) -> Path:
+def _cache_dir(lab: LabelLayout, round_: int, shard: tuple[int, int], key: str) -> Path:
     """A slice's logit cache, emptied (with a log line) when another model, data or setting made it."""
-    cache_dir = label_dir / "cache" / f"{shard[0]}-of-{shard[1]}"
+    cache_dir = lab.cache(*shard)
     if cache_dir.is_dir() and cache_key(cache_dir) != key:
         progress.log(f"round {round_} label: discarding the logit cache {cache_dir}: made by another model, "
                      "data or settings")
@@ -110,18 +106,18 @@ def _cache_dir(label_dir: Path, round_: int, shard: tuple[int, int], key: str) -
     return cache_dir
 
 
-def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
+def _phase_stats(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
                  key: str) -> None:
     from cbst_tf.selftrain.device_ops import DeviceHistogram
 
-    out = _hist_path(label_dir, *shard)
+    out = lab.hist(*shard)
     if out.is_file():
         if histogram_key(out) == key:
             return
         progress.log(f"round {round_} label: discarding {out}: made by another model, data or settings")
         out.unlink()
     infer = _stride_logits(cfg, round_)
-    cache_dir = _cache_dir(label_dir, round_, shard, key)
+    cache_dir = _cache_dir(lab, round_, shard, key)
     hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
     items = ((cache_path(cache_dir, k), ex["source_id"].decode(), ex) for k, ex in enumerate(examples))
@@ -138,15 +134,15 @@ def _phase_stats(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     save_histogram(hist.result(), out, key)
 
 
-def merged_histogram(label_dir: Path, n: int, num_classes: int, key: str | None = None):
+def merged_histogram(lab: LabelLayout, n: int, num_classes: int, key: str | None = None):
     """Sum of every slice's histograms; a one-line error lists the slices still missing (or made
     by another model, data or settings than ``key``)."""
     from cbst_tf.algos import ConfidenceHistogram
 
-    paths = [_hist_path(label_dir, i, n) for i in range(n)]
+    paths = [lab.hist(i, n) for i in range(n)]
     missing = [str(i) for i, p in enumerate(paths) if not p.is_file() or (key is not None and histogram_key(p) != key)]
     if missing:
-        raise CbstError(f"{label_dir / 'hist'}: phase 'stats' not finished for shard(s) "
+        raise CbstError(f"{lab.hists}: phase 'stats' not finished for shard(s) "
                         f"{', '.join(missing)} of {n}; run `cbst-tf label --phase stats --shard i/{n}` for them")
     total = ConfidenceHistogram(num_classes)
     for p in paths:
@@ -154,14 +150,14 @@ def merged_histogram(label_dir: Path, n: int, num_classes: int, key: str | None 
     return total
 
 
-def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int, key: str | None = None) -> dict:
+def round_thresholds(cfg: Config, lab: LabelLayout, round_: int, n: int, key: str | None = None) -> dict:
     """Thresholds exp(-k_c) of round R from the merged histograms (same result in every slice)."""
     from cbst_tf.algos import portion_for_round, rare_classes, thresholds_from_histogram
 
     mode, _ = method_mode(cfg)
     st = cfg.selftrain
     portion = portion_for_round(round_, st.portion_start, st.portion_step, st.portion_max)
-    hist = merged_histogram(label_dir, n, cfg.data.num_classes, key)
+    hist = merged_histogram(lab, n, cfg.data.num_classes, key)
     thresholds = thresholds_from_histogram(hist, portion, mode, rank=st.rank)
     predicted = hist.predicted_pixels
     info = {
@@ -171,7 +167,7 @@ def round_thresholds(cfg: Config, label_dir: Path, round_: int, n: int, key: str
         "predicted_pixels": [int(v) for v in predicted],
         "rare_classes": [int(c) for c in rare_classes(predicted, st.rare_threshold, st.rare_min_classes)],
     }
-    atomic_write_json(label_dir / "thresholds.json", info)
+    atomic_write_json(lab.thresholds, info)
     return info
 
 
@@ -188,7 +184,7 @@ def _target_labels(encoded: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
     return truth
 
 
-def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
+def _phase_write(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, int], priors: _PriorsAtSize,
                  key: str) -> None:
     from cbst_tf.data.reader import decode_image
     from cbst_tf.data.tfrecord import encode_label_png
@@ -196,19 +192,19 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
     from cbst_tf.selftrain.device_ops import DeviceLabeller
 
     i, n = shard
-    part = label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
+    part = lab.part(i, n)
     if part.is_file():
         if part_key(part) == key:
-            finalize_if_complete(cfg, label_dir, n, key)
+            finalize_if_complete(cfg, lab, n, key)
             return
         progress.log(f"round {round_} label: discarding {part}: made by another model, data or settings")
         part.unlink()
-    info = round_thresholds(cfg, label_dir, round_, n, key)
+    info = round_thresholds(cfg, lab, round_, n, key)
     mode, _ = method_mode(cfg)
     c = cfg.data.num_classes
     labeller = DeviceLabeller(np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64),
                               mode, c)
-    cache_dir = _cache_dir(label_dir, round_, shard, key)
+    cache_dir = _cache_dir(lab, round_, shard, key)
     examples, count = _target_examples(cfg, shard, decode=False)
     selected = np.zeros(c, np.int64)
     # Diagnostics only (never used for selection): pseudo-labels vs target labels, if any.
@@ -247,9 +243,9 @@ def _phase_write(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, in
                 previews.append((image.numpy(), labels))
             yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
 
-    write_part(label_dir, shard, records(), selected, previews,
+    write_part(lab, shard, records(), selected, previews,
                quality=lambda: quality if labelled[0] == count and not warned else None, key=key)
-    finalize_if_complete(cfg, label_dir, n, key)
+    finalize_if_complete(cfg, lab, n, key)
 
 
 def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: str = "all") -> Path:
@@ -259,7 +255,7 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
     data's digests (:func:`label_inputs`) and by every setting that changes the probabilities
     (:func:`label_key`): made by another model or from other data they are discarded with a log
     line, never reused; a resume with other settings is refused (:func:`cbst_tf.runs.step`)."""
-    label_dir = RunLayout.of(cfg).label(round_)
+    lab = RunLayout.of(cfg).label_step(round_)
 
     def prepare(_rt) -> _PriorsAtSize:
         _, use_priors = method_mode(cfg)
@@ -267,29 +263,29 @@ def run_label(cfg: Config, round_: int, shard: tuple[int, int] = (0, 1), phase: 
                             if use_priors else None)
 
     # Slices of one label step run at once on several machines: no lock; the last one writes DONE.
-    with runs.step(cfg, label_dir, f"round {round_} label", prepare=prepare, lock=False, ignore=LABEL_IGNORES,
-                   inputs=lambda: label_inputs(cfg, round_), partial=LABEL_PARTIAL) as run:
+    with runs.step(cfg, lab.root, f"round {round_} label", prepare=prepare, lock=False, ignore=LABEL_IGNORES,
+                   inputs=lambda: label_inputs(cfg, round_), partial=LabelLayout.PARTIAL) as run:
         if run.done:
-            return label_dir
-        _label(cfg, label_dir, round_, shard, phase, run.plan, label_key(cfg, round_))
-    return label_dir
+            return lab.root
+        _label(cfg, lab, round_, shard, phase, run.plan, label_key(cfg, round_))
+    return lab.root
 
 
-def _label(cfg: Config, label_dir: Path, round_: int, shard: tuple[int, int], phase: str,
+def _label(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, int], phase: str,
            priors: _PriorsAtSize, key: str) -> None:
     if phase in ("all", "stats"):
-        _phase_stats(cfg, label_dir, round_, shard, priors, key)
+        _phase_stats(cfg, lab, round_, shard, priors, key)
     if phase == "all" and shard[1] > 1:
         # A single process handling one slice cannot merge the others: stop after its stats.
-        missing = [j for j in range(shard[1]) if not _hist_path(label_dir, j, shard[1]).is_file()]
+        missing = [j for j in range(shard[1]) if not lab.hist(j, shard[1]).is_file()]
         if missing:
             progress.log(f"round {round_} label: shard {shard[0]}/{shard[1]} stats written; "
                          f"waiting for shard(s) {missing} before --phase write")
             return
     if phase in ("all", "write"):
-        _phase_write(cfg, label_dir, round_, shard, priors, key)
-    if runs.is_done(label_dir):
-        shutil.rmtree(label_dir / "cache", ignore_errors=True)
-        stats = read_json(label_dir / "stats.json")
+        _phase_write(cfg, lab, round_, shard, priors, key)
+    if runs.is_done(lab.root):
+        shutil.rmtree(lab.caches, ignore_errors=True)
+        stats = read_json(lab.stats)
         progress.log(f"round {round_} label: p={stats['portion']:.2f}, selected "
                      f"{sum(stats['selected_pixels']) / max(1, sum(stats['predicted_pixels'])):.1%} of target pixels")

@@ -29,7 +29,7 @@ from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES
-from cbst_tf.layout import RunLayout
+from cbst_tf.layout import PriorsLayout, RunLayout
 from cbst_tf.progress import log, track
 from cbst_tf.runs import step
 
@@ -123,11 +123,12 @@ def run_priors(cfg: Config) -> Path:
 
     with step(cfg, layout.priors, "priors", prepare=lambda _rt: _source_manifest(cfg),
               inputs=lambda: {"data.source": dataset_digest(cfg.data.source) if cfg.data.source else ""},
-              partial=("heatmaps", "heatmaps_grid.png", "priors.json", "priors.npy"),
+              partial=PriorsLayout.PARTIAL,
               ignore=("train.", "model.", "selftrain.method", "selftrain.rounds", "selftrain.prior_norm", "data.target",
                       "data.input_scale")) as run:
         if not run.done:
-            run.finish(_count(cfg, run.path, layout.priors_file, run.plan), outputs=("priors.npy", "priors.json"))
+            files = layout.priors_step
+            run.finish(_count(cfg, files, run.plan), outputs=(files.priors.name, files.summary.name))
     return layout.priors_file
 
 
@@ -144,7 +145,7 @@ def _source_manifest(cfg: Config) -> dict:
     return manifest
 
 
-def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
+def _count(cfg: Config, files: PriorsLayout, manifest: dict) -> str:
     """Write the priors, their description and heat maps; return the DONE summary."""
     source, num_classes = Path(cfg.data.source), cfg.data.num_classes
     prior_size = tuple(cfg.selftrain.prior_size)
@@ -167,10 +168,10 @@ def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
     unseen = [c for c in range(num_classes) if acc.counts[:, :, c].sum() == 0]
     for c in range(num_classes):
         safe = "".join(ch if ch.isalnum() else "_" for ch in names[c])
-        atomic_write_bytes(out / "heatmaps" / f"{c}_{safe}.png", _png(heatmap(priors[:, :, c])))
-    atomic_write_bytes(out / "heatmaps_grid.png", _png(heatmap_grid(priors, names, unseen)))
+        atomic_write_bytes(files.heatmap(c, safe), _png(heatmap(priors[:, :, c])))
+    atomic_write_bytes(files.grid, _png(heatmap_grid(priors, names, unseen)))
     ky, kx = kernel_at_prior(kernel, image_size, prior_size)
-    atomic_write_json(out / "priors.json", {
+    atomic_write_json(files.summary, {
         "prior_size": list(prior_size),
         "image_size": list(image_size),
         "kernel_px_source": kernel,
@@ -184,8 +185,8 @@ def _count(cfg: Config, out: Path, target: Path, manifest: dict) -> str:
         "class_pixel_counts_at_prior": acc.counts.sum(axis=(0, 1)).tolist(),
         "unseen_classes_uniform": unseen,
     })
-    atomic_save_npy(target, priors)
-    log(f"priors: wrote {target} ({priors.shape[0]}x{priors.shape[1]}, {num_classes} classes, "
+    atomic_save_npy(files.priors, priors)
+    log(f"priors: wrote {files.priors} ({priors.shape[0]}x{priors.shape[1]}, {num_classes} classes, "
         f"{acc.num_images} images)")
     return f"priors {priors.shape} from {acc.num_images} images"
 
@@ -201,7 +202,7 @@ def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "p
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "priors.npy" if (path / "priors.npy").is_file() else path / "priors" / "priors.npy"
+        path = PriorsLayout(path).priors if PriorsLayout(path).priors.is_file() else RunLayout(path).priors_file
     if not path.is_file():
         raise CbstError(f"{path}: spatial priors not found (run `cbst-tf priors`)")
     try:  # the header first: a hostile file must not make np.load allocate without bound
@@ -224,7 +225,7 @@ def load_priors(path: str | Path, num_classes: int | None = None, norm: str = "p
         return priors
     if norm != "classes":
         raise CbstError(f"selftrain.prior_norm: expected 'pixels' or 'classes', got {norm!r}")
-    return class_posterior(priors, _class_counts(path.with_name("priors.json"), priors.shape[-1]))
+    return class_posterior(priors, _class_counts(PriorsLayout(path.parent).summary, priors.shape[-1]))
 
 
 def _class_counts(meta: Path, num_classes: int) -> list[float]:

@@ -22,15 +22,8 @@ from cbst_tf.config import Config
 from cbst_tf.data.manifest import ManifestStats
 from cbst_tf.io import atomic_path, atomic_write_bytes, atomic_write_json, read_json
 from cbst_tf.labels import CLASS_NAMES, colorize
+from cbst_tf.layout import LabelLayout
 from cbst_tf.runs import mark_done
-
-
-def _part_path(label_dir: Path, i: int, n: int) -> Path:
-    return label_dir / "parts" / f"part-{i:05d}-of-{n:05d}.json"
-
-
-def _shard_name(i: int, n: int) -> str:
-    return f"pseudo-{i:05d}-of-{n:05d}.tfrecord"
 
 
 def part_key(path: Path) -> str | None:
@@ -44,7 +37,7 @@ def part_key(path: Path) -> str | None:
     return part.get("key", "") if isinstance(part, dict) else None
 
 
-def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selected: np.ndarray,
+def write_part(lab: LabelLayout, shard: tuple[int, int], records: Iterable, selected: np.ndarray,
                previews: list, quality: Callable[[], np.ndarray | None] | None = None, key: str = "") -> None:
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
@@ -60,7 +53,7 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
     pixels = np.zeros(256, np.int64)
     sizes: Counter[str] = Counter()
     count = 0
-    with atomic_path(label_dir / "pseudo" / _shard_name(i, n)) as tmp:
+    with atomic_path(lab.pseudo_shard(i, n)) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for encoded, fmt, (h, w), source_id, label_png, counts in records:
                 writer.write(make_example(encoded, fmt, h, w, source_id, label_png).SerializeToString())
@@ -68,9 +61,9 @@ def write_part(label_dir: Path, shard: tuple[int, int], records: Iterable, selec
                 sizes[f"{h}x{w}"] += 1
                 count += 1
     if previews:
-        _write_preview(label_dir / "preview.png", previews)
-    atomic_write_json(_part_path(label_dir, i, n), {
-        "shard": _shard_name(i, n), "num_images": count,
+        _write_preview(lab.preview, previews)
+    atomic_write_json(lab.part(i, n), {
+        "shard": lab.pseudo_shard(i, n).name, "num_images": count,
         "selected_pixels": [int(v) for v in selected], "label_pixels": [int(v) for v in pixels],
         "image_sizes": dict(sizes),
         "quality_counts": None if quality is None or (q := quality()) is None else np.asarray(q).tolist(),
@@ -92,13 +85,13 @@ def _write_preview(path: Path, previews: list) -> None:
         atomic_write_bytes(path, buf.tobytes())
 
 
-def finalize_if_complete(cfg: Config, label_dir: Path, n: int, key: str | None = None) -> bool:
+def finalize_if_complete(cfg: Config, lab: LabelLayout, n: int, key: str | None = None) -> bool:
     """Once every slice's part exists (made under ``key``): manifest, ``stats.json`` and ``DONE``. Idempotent."""
-    parts = [_part_path(label_dir, i, n) for i in range(n)]
+    parts = [lab.part(i, n) for i in range(n)]
     if not all(p.is_file() and (key is None or part_key(p) == key) for p in parts):
         return False
     summaries = [read_json(p) for p in parts]
-    info = read_json(label_dir / "thresholds.json")
+    info = read_json(lab.thresholds)
     c = cfg.data.num_classes
     selected = np.sum([s["selected_pixels"] for s in summaries], axis=0)
     pixels = np.sum([s["label_pixels"] for s in summaries], axis=0)
@@ -115,7 +108,7 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int, key: str | None =
         class_names=CLASS_NAMES[:c], shards=[s["shard"] for s in summaries],
         shard_counts=[s["num_images"] for s in summaries], skipped=[],
         command=f"cbst-tf label --round {info['round']}")
-    atomic_write_json(label_dir / "pseudo" / "manifest.json", manifest)
+    atomic_write_json(lab.pseudo_manifest, manifest)
     stats = dict(info)
     stats.update({
         "selected_pixels": [int(v) for v in selected],
@@ -126,7 +119,8 @@ def finalize_if_complete(cfg: Config, label_dir: Path, n: int, key: str | None =
     qualities = [s.get("quality_counts") for s in summaries]
     if all(q is not None for q in qualities):  # the target had labels: diagnostics for the user
         stats["pseudo_label_quality"] = quality_summary(np.sum(qualities, axis=0))
-    atomic_write_json(label_dir / "stats.json", stats)
-    mark_done(label_dir, f"round {info['round']}: {num_images} images",
-              outputs=["stats.json", "pseudo/manifest.json", *(f"pseudo/{s['shard']}" for s in summaries)])
+    atomic_write_json(lab.stats, stats)
+    outputs = [lab.stats, lab.pseudo_manifest, *(lab.pseudo / s["shard"] for s in summaries)]
+    mark_done(lab.root, f"round {info['round']}: {num_images} images",
+              outputs=[str(path.relative_to(lab.root)) for path in outputs])
     return True
