@@ -375,7 +375,7 @@ def crossval(
 ) -> None:
     """NTHU 10-fold cross-validation of source, ST and CBST on one city (Table 1)."""
     extra = [("--min-miou", "eval.min_miou", min_miou)] if min_miou is not None else []
-    _call("cbst_tf.evaluate.crossval", "run_crossval", config, set_, workdir, extra, city=city)
+    _call("cbst_tf.crossval", "run_crossval", config, set_, workdir, extra, city=city)
 
 
 @app.command()

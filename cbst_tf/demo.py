@@ -12,7 +12,6 @@ demo resumes where it stopped and the runs can be inspected with the other comma
 from __future__ import annotations
 
 import contextlib
-import copy
 import subprocess
 import sys
 import time
@@ -22,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from cbst_tf import environment, progress
-from cbst_tf.config import Config, load_config, save_resolved
+from cbst_tf.config import Config, derive, load_config, save_resolved
 from cbst_tf.demo_report import (
     METHODS,
     ROW_NAMES,
     evaluate_all,
     has_quality,
-    method_dir,
     method_rounds,
     write_figures,
 )
 from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.io import atomic_write_json, atomic_write_text
-from cbst_tf.layout import RunLayout, priors_file, weights_before_round
+from cbst_tf.layout import DemoLayout, RunLayout, priors_file, weights_before_round
 
 
 def demo_config(config: Path | None, overrides: list[str], out: Path, seed: int, fast: bool) -> Config:
@@ -43,27 +41,18 @@ def demo_config(config: Path | None, overrides: list[str], out: Path, seed: int,
     presets = [Path(str(presets_dir / "demo.yaml"))]
     if fast:
         presets.append(Path(str(presets_dir / "demo_fast.yaml")))
-    data = out / "data"
-    paths = [("--out", "data.source", str(data / "source")), ("--out", "data.target", str(data / "target")),
-             ("--out", "data.target_eval", str(data / "target_val")),
-             ("--out", "runtime.workdir", str(method_dir(out, "source"))), ("--seed", "runtime.seed", seed)]
+    demo = DemoLayout(out)
+    paths = [("--out", "data.source", str(demo.data("source"))), ("--out", "data.target", str(demo.data("target"))),
+             ("--out", "data.target_eval", str(demo.data("target_val"))),
+             ("--out", "runtime.workdir", str(demo.run("source"))), ("--seed", "runtime.seed", seed)]
     return load_config(config, paths + list(overrides), presets=tuple(presets))
-
-
-def _with(cfg: Config, workdir: Path, **selftrain: Any) -> Config:
-    c = copy.deepcopy(cfg)
-    c.runtime.workdir = str(workdir)
-    for key, value in selftrain.items():
-        setattr(c.selftrain, key, value)
-    return c
 
 
 def oracle_config(cfg: Config, out: Path) -> Config:
     """The target-supervised oracle row: source pretraining run on the labelled target train
     split (same network, preset and budget), under ``<out>/runs/oracle``."""
-    ocfg = _with(cfg, method_dir(out, "oracle"))
-    ocfg.data.source = cfg.data.target
-    return ocfg
+    return derive(cfg, {"runtime.workdir": str(DemoLayout(out).run("oracle")), "data.source": cfg.data.target},
+                  "demo (oracle row)")
 
 
 def init_config(cfg: Config, out: Path) -> Config | None:
@@ -75,22 +64,22 @@ def init_config(cfg: Config, out: Path) -> Config | None:
     which take precedence."""
     if cfg.synth.init_images <= 0 or cfg.model.weights:
         return None
-    icfg = _with(cfg, method_dir(out, "init"))
-    icfg.data.source = str(out / "data" / "stylized")
-    icfg.runtime.seed = cfg.synth.init_seed
-    icfg.model.weights = None
+    demo = DemoLayout(out)
+    changes = {"runtime.workdir": str(demo.run("init")), "data.source": str(demo.data("stylized")),
+               "runtime.seed": cfg.synth.init_seed, "model.weights": None}
     if cfg.synth.init_steps > 0:
-        icfg.train.steps = cfg.synth.init_steps
-    return icfg
+        changes["train.steps"] = cfg.synth.init_steps
+    return derive(cfg, changes, "demo (stand-in init)")
 
 
-def with_init(cfg: Config, out: Path) -> Config | None:
-    """Point ``cfg`` (the source model's and the oracle's config) at the stand-in init's weights
-    when there is an init stage; returns the init's config (:func:`init_config`)."""
+def with_init(cfg: Config, out: Path) -> tuple[Config, Config | None]:
+    """``cfg`` (the source model's and the oracle's config) pointed at the stand-in init's weights
+    when there is an init stage, and the init's config (:func:`init_config`, else None)."""
     icfg = init_config(cfg, out)
-    if icfg is not None:
-        cfg.model.weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
-    return icfg
+    if icfg is None:
+        return cfg, None
+    weights = str(RunLayout.final(RunLayout.of(icfg).pretrain))
+    return derive(cfg, {"model.weights": weights}, "demo (the stand-in init's weights)"), icfg
 
 
 def _stand_in_init(icfg: Config, out: Path) -> Path:
@@ -98,13 +87,13 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
     from cbst_tf.train.steps import run_pretrain
 
     s = icfg.synth
-    raw = synthesize_stylized(out / "raw" / "stylized", s.init_seed, s.size, s.init_images)
+    raw = synthesize_stylized(DemoLayout(out).raw("stylized"), s.init_seed, s.size, s.init_images)
     _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus", raw.parent / "stylized.json")
     return run_pretrain(icfg)
 
 
 @contextlib.contextmanager
-def _oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
+def oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
     """Pretrain the oracle as ``cbst-tf pretrain`` in a second process while the block runs;
     yields ``wait()``, which returns its final weights or raises a one-line error naming its
     log. Leaving the block early stops the process (the step resumes on the next run).
@@ -114,8 +103,9 @@ def _oracle_beside(cfg: Config, out: Path) -> Iterator[Callable[[], Path]]:
     pretraining step seeds and configures its own process, so its result is the same as in
     this one (``runtime.deterministic``)."""
     ocfg = oracle_config(cfg, out)
-    conf = save_resolved(ocfg, out / "runs", "oracle_config.yaml")
-    log = out / "runs" / "oracle.log"
+    runs = DemoLayout(out).runs
+    conf = save_resolved(ocfg, runs, "oracle_config.yaml")
+    log = runs / "oracle.log"
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "cbst_tf.cli", "--no-progress", "pretrain", "--config",
                                  str(conf)], stdout=sink, stderr=subprocess.STDOUT)
@@ -156,10 +146,10 @@ def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str,
                     workers=2, command=command)
 
 
-def _prepare_data(cfg: Config, out: Path, seed: int) -> None:
+def prepare_data(cfg: Config, out: Path, seed: int) -> None:
     from cbst_tf.synth.generate import synthesize
 
-    raw = out / "raw"
+    raw = DemoLayout(out).raw("")
     s = cfg.synth
     synthesize(out=raw, seed=seed, size=tuple(s.size), n_source=s.n_source, n_target=s.n_target,
                n_val=s.n_val, cities=[], n_city=1)
@@ -182,7 +172,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     out = Path(out)
     cfg = demo_config(config, list(overrides or []), out, seed, fast)  # validated before anything is written
     inputs = {"--config": config, "model.weights": None if cfg.model.weights == "imagenet" else cfg.model.weights}
-    icfg = with_init(cfg, out)
+    cfg, icfg = with_init(cfg, out)
     claim = claim_out(out, "demo", inputs)
     try:
         _same_config(cfg, out)
@@ -214,7 +204,7 @@ def _same_config(cfg: Config, out: Path) -> None:
 def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float) -> dict:
     from cbst_tf.demo_use import report_section, use_adapted_model
     from cbst_tf.evaluate.report import format_table, print_table
-    from cbst_tf.selftrain.driver import run_selftrain
+    from cbst_tf.selftrain.driver import run_method
     from cbst_tf.selftrain.priors_step import run_priors
     from cbst_tf.train.steps import run_pretrain
 
@@ -227,24 +217,24 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
         timings[name] = round(time.monotonic() - t, 1)
         return result
 
-    stage("data", _prepare_data, cfg, out, seed)
+    stage("data", prepare_data, cfg, out, seed)
     if icfg is not None:
         stage("init", _stand_in_init, icfg, out)
     with contextlib.ExitStack() as stack:
-        oracle = stack.enter_context(_oracle_beside(cfg, out)) if cfg.synth.oracle else None
+        oracle = stack.enter_context(oracle_beside(cfg, out)) if cfg.synth.oracle else None
         stage("pretrain", run_pretrain, cfg)
         stage("priors", run_priors, cfg)
         source = weights_before_round(cfg, 1)
         weights = {"source_only": source}
         for method in METHODS:
-            mcfg = _with(cfg, method_dir(out, method), method=method, source_weights=str(source),
-                         priors=str(priors_file(cfg)))
-            weights[method] = stage(method, run_selftrain, mcfg)
+            weights[method] = stage(method, run_method, cfg, DemoLayout(out).run(method), method, source,
+                                    {"selftrain.priors": str(priors_file(cfg))}, f"demo ({method} row)")
         if oracle is not None:  # the wait for the second process (it ran beside the stages above)
             weights["oracle"] = stage("oracle", oracle)
-    results, panels = stage("evaluate", evaluate_all, cfg, weights)
+    results, panels = stage("evaluate", evaluate_all, cfg, weights, DemoLayout(out))
     figures = write_figures(out, cfg, panels)
-    use = stage("use", use_adapted_model, cfg, out, weights, out / "raw" / "cityscapes" / "leftImg8bit" / "val")
+    use = stage("use", use_adapted_model, cfg, out, weights,
+                DemoLayout(out).raw("cityscapes") / "leftImg8bit" / "val")
 
     rows = {ROW_NAMES[k]: v for k, v in results.items()}
     table = format_table(rows, cfg.eval.protocol)

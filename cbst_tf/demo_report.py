@@ -10,7 +10,7 @@ import numpy as np
 
 from cbst_tf.config import Config
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.layout import PriorsLayout, RunLayout, priors_file
+from cbst_tf.layout import DemoLayout, PriorsLayout, RunLayout, priors_file
 
 METHODS = ("st", "cbst", "cbst_sp")
 ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp": "CBST-SP",
@@ -18,33 +18,25 @@ ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp"
 PANEL_IMAGES = 4
 
 
-def method_dir(out: Path, method: str) -> Path:
-    """``<out>/runs/<method>``: the run directory (:class:`~cbst_tf.layout.RunLayout`) of one row."""
-    return out / "runs" / method
-
-
-def evaluate_all(cfg: Config, weights: dict[str, Path]) -> tuple[dict, dict]:
-    """mIoU of every model on the labelled target split, and panels for the first images."""
-    from cbst_tf.data.reader import eval_dataset, read_manifest
-    from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import load_model
+def evaluate_all(cfg: Config, weights: dict[str, Path], demo: DemoLayout) -> tuple[dict, dict]:
+    """mIoU of every model on the labelled target split (each also written to the demo's
+    ``eval/<row>.json``), and panels for the first images."""
+    from cbst_tf.data.reader import read_manifest
+    from cbst_tf.evaluate.configured import evaluate_from_config
 
     total = int(read_manifest(cfg.data.target_eval)["num_examples"])
     results, panels = {}, {}
     for name, path in weights.items():
-        cache = Path(cfg.runtime.workdir).parent.parent / "eval" / f"{name}.json"  # <out>/eval
         kept: list = []
 
         def keep(example: dict, gt: np.ndarray, pred: np.ndarray, kept: list = kept) -> None:
             if len(kept) < PANEL_IMAGES:
                 kept.append((example["image"], gt, pred))
 
-        result = evaluate_model(load_model(cfg, path), eval_dataset(cfg.data.target_eval, cfg.data),
-                                cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
-                                total=total, on_prediction=keep, description=f"evaluate {name}",
-                                upsample=cfg.eval.upsample, long_side=cfg.eval.long_side)
+        result = evaluate_from_config(cfg, path, cfg.data.target_eval, total=total, on_prediction=keep,
+                                      description=f"evaluate {name}")
         result["weights"] = str(path)
-        atomic_write_json(cache, result)
+        atomic_write_json(demo.eval(name), result)
         results[name], panels[name] = result, kept
     return results, panels
 
@@ -53,7 +45,7 @@ def method_rounds(out: Path) -> dict[str, list[dict]]:
     """Per-round label stats of each finished self-training method, by method id."""
     rounds = {}
     for method in METHODS:
-        summary = RunLayout(method_dir(out, method)).selftrain_summary
+        summary = RunLayout(DemoLayout(out).run(method)).selftrain_summary
         if summary.is_file():
             rounds[method] = read_json(summary)["rounds"]
     return rounds

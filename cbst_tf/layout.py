@@ -225,6 +225,32 @@ class RunLayout:
         return name
 
 
+@dataclass(frozen=True)
+class DemoLayout:
+    """``cbst-tf demo --out``: ``raw/`` (the rendered datasets), ``data/`` (their TFRecords),
+    ``runs/<row>`` (one run directory per row of the table, plus ``init``), ``eval/<row>.json``,
+    and the report and figures at the top."""
+
+    root: Path
+
+    def raw(self, name: str) -> Path:
+        return self.root / "raw" / name
+
+    def data(self, name: str) -> Path:
+        return self.root / "data" / name
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, row: str) -> Path:
+        """The row's run directory (a :class:`RunLayout` root)."""
+        return self.runs / row
+
+    def eval(self, row: str) -> Path:
+        return self.root / "eval" / f"{row}.json"
+
+
 def pretrained_weights(cfg: Config) -> Path:
     """The source model: ``selftrain.source_weights`` or ``<workdir>/pretrain/final.weights.h5``."""
     if cfg.selftrain.source_weights:

@@ -45,5 +45,5 @@ def no_demo_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the demo started writing where it should have refused")
 
-    for name in ("_run", "_prepare_data", "save_resolved"):
-        monkeypatch.setattr(demo, name, forbidden, raising=False)
+    for name in ("_run", "prepare_data", "save_resolved"):
+        monkeypatch.setattr(demo, name, forbidden)

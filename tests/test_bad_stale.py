@@ -114,6 +114,6 @@ def test_a_demo_directory_of_other_settings_is_not_resumed(tmp_path, no_demo_wor
     out = tmp_path / "d"
     outdir.claim_out(out, "demo")  # an interrupted seed-0 demo
     cfg = demo_config(None, [], out, 0, True)
-    with_init(cfg, out)
+    cfg, _ = with_init(cfg, out)
     save_resolved(cfg, out, "demo_config.yaml")
     check("demo-other-settings", *run("demo", "--fast", "--out", out, "--seed", "1"), tmp_path)

@@ -35,34 +35,28 @@ def configs(out: Path):
 
 @pytest.mark.slow
 def test_gap_to_the_oracle_and_cbst_sp_gain_over_source_only(tmp_path):
-    from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.demo import _oracle_beside, _prepare_data, _with
-    from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import load_model
-    from cbst_tf.layout import RunLayout
-    from cbst_tf.runs import priors_file, weights_before_round
-    from cbst_tf.selftrain.driver import run_selftrain
+    from cbst_tf.demo import oracle_beside, prepare_data
+    from cbst_tf.evaluate.configured import evaluate_from_config
+    from cbst_tf.layout import RunLayout, priors_file, weights_before_round
+    from cbst_tf.selftrain.driver import run_method
     from cbst_tf.selftrain.priors_step import run_priors
     from cbst_tf.train.steps import run_pretrain
 
     cfg, oracle = configs(tmp_path)
-    _prepare_data(cfg, tmp_path, seed=0)
+    prepare_data(cfg, tmp_path, seed=0)
     # The oracle needs only the converted data: the demo's second process pretrains it beside
     # source pretrain -> priors -> CBST-SP, so the test's wall time is about two thirds of
     # running them one after the other.
-    with _oracle_beside(cfg, tmp_path) as oracle_weights:
+    with oracle_beside(cfg, tmp_path) as oracle_weights:
         weights = {"source_only": run_pretrain(cfg)}
         run_priors(cfg)
         source = weights_before_round(cfg, 1)
-        weights["cbst_sp"] = run_selftrain(_with(cfg, tmp_path / "runs" / "cbst_sp", method="cbst_sp",
-                                                 source_weights=str(source), priors=str(priors_file(cfg))))
+        weights["cbst_sp"] = run_method(cfg, tmp_path / "runs" / "cbst_sp", "cbst_sp", source,
+                                        {"selftrain.priors": str(priors_file(cfg))})
         weights["oracle"] = oracle_weights()
     assert (RunLayout.of(oracle).pretrain / "DONE").read_text().startswith("steps=1500")
 
-    scores = {name: evaluate_model(load_model(cfg, w), eval_dataset(cfg.data.target_eval, cfg.data),
-                                   cfg.eval.protocol, cfg.eval.scales, cfg.eval.flip,
-                                   input_scale=cfg.data.input_scale, upsample=cfg.eval.upsample,
-                                   long_side=cfg.eval.long_side)["miou"] for name, w in weights.items()}
+    scores = {name: evaluate_from_config(cfg, w, cfg.data.target_eval)["miou"] for name, w in weights.items()}
     print({k: round(v, 1) for k, v in scores.items()})
     assert scores["oracle"] - scores["source_only"] >= MIN_GAP, scores
     # Chance: a constant "road" prediction scores about road's share / 19 (< 2 mIoU here).

@@ -7,8 +7,8 @@ import pytest
 from layouts import write_nthu
 
 from cbst_tf.config import load_config
+from cbst_tf.crossval import fold_ids
 from cbst_tf.errors import ConfigError, GateError
-from cbst_tf.evaluate.crossval import fold_ids
 from cbst_tf.io import read_json
 
 
@@ -49,7 +49,7 @@ def cfg_for(workdir, source, test, extra=()):
 
 @pytest.mark.slow
 def test_crossval_runs_ten_folds_pools_and_gates(tmp_path, city):
-    from cbst_tf.evaluate.crossval import run_crossval
+    from cbst_tf.crossval import run_crossval
 
     _, test, source = city
     cfg = cfg_for(tmp_path / "w", source, test)

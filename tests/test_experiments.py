@@ -31,7 +31,7 @@ CRST_NAME = re.compile(r"_crst_(mrkld|mrent|mrl2|lrent)(_sp)?$")
 ENTRY = {"selftrain": ("cbst_tf.selftrain.driver", "run_selftrain"),
          "pretrain": ("cbst_tf.train.steps", "run_pretrain"),
          "evaluate": ("cbst_tf.evaluate.run", "run_evaluate"),
-         "crossval": ("cbst_tf.evaluate.crossval", "run_crossval")}
+         "crossval": ("cbst_tf.crossval", "run_crossval")}
 
 # Appendix A, per backbone.
 PAPER_MODEL = {

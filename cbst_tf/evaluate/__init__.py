@@ -1,7 +1,8 @@
 """Evaluation: confusion matrix and IoU, the paper's protocols, model evaluation and reports.
 
-``run.run_evaluate`` (the ``evaluate`` command) and ``crossval.run_crossval`` are imported
-from their modules; the light, TF-free pieces are re-exported here.
+``run.run_evaluate`` (the ``evaluate`` command) and ``configured.evaluate_from_config`` (a configured
+model on a split) are imported from their modules; the light, TF-free pieces are re-exported here.
+Cross-validation, which trains, is orchestration: :mod:`cbst_tf.crossval`.
 """
 
 from cbst_tf.evaluate.confusion import ConfusionMatrix, iou_from_confusion, mean_iou

@@ -41,14 +41,6 @@ def latest_weights(cfg: Config) -> Path:
                    "run `cbst-tf pretrain` / `cbst-tf selftrain` first, or pass --weights")
 
 
-def load_model(cfg: Config, weights: Path) -> Any:
-    """The full-resolution network of ``cfg.model`` with ``weights`` (``model.weights`` is only
-    an initialisation for training, so it is not loaded here)."""
-    from cbst_tf.models import build_from_config
-
-    return build_from_config(cfg, weights=weights)
-
-
 def _check_dataset(cfg: Config) -> tuple[Path, dict]:
     from cbst_tf.data.reader import read_manifest
 
@@ -99,23 +91,18 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
 
 def _evaluate(cfg: Config, weights: Path, directory: Path, manifest: dict, protocol: Any, out: Path,
               name: str) -> dict:
-    from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.evaluate.evaluator import evaluate_model
+    from cbst_tf.evaluate.configured import evaluate_from_config
     from cbst_tf.evaluate.predictions import PredictionSaver
     from cbst_tf.evaluate.report import format_table, print_table
 
-    model = load_model(cfg, weights)
     log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
         f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}, upsample {cfg.eval.upsample}"
         + (f", long side {cfg.eval.long_side}" if cfg.eval.long_side else ""))
     save = cfg.eval.save_predictions
     pred_dir = atomic_dir(out / "predictions") if save != 0 else contextlib.nullcontext(None)
     with pred_dir as tmp:
-        result = evaluate_model(
-            model, eval_dataset(directory, cfg.data), protocol, cfg.eval.scales, cfg.eval.flip,
-            input_scale=cfg.data.input_scale, total=manifest.get("num_examples"),
-            upsample=cfg.eval.upsample, long_side=cfg.eval.long_side,
-            on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
+        result = evaluate_from_config(cfg, weights, directory, protocol=protocol, total=manifest.get("num_examples"),
+                                      on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
 
     metrics = {
         "miou": result["miou"], "iou": result["iou"], "means": result["means"],

@@ -93,7 +93,8 @@ def run_export(cfg: Config, out: str | Path, weights: str | Path | None = None, 
                input_size: tuple[int, int] | None = None, command: str = "") -> dict[str, Any]:
     """``cbst-tf export``: write the SavedModel (or TFLite model) of ``weights`` into ``out``."""
     from cbst_tf import runtime
-    from cbst_tf.evaluate.run import latest_weights, load_model
+    from cbst_tf.evaluate.configured import load_model
+    from cbst_tf.evaluate.run import latest_weights
     from cbst_tf.layout import require
     from cbst_tf.outdir import claim_marked_out
     from cbst_tf.predict.classes import ClassReader

@@ -114,7 +114,8 @@ def run_predict(cfg: Config, input: str | Path, out: str | Path, weights: str | 
                 command: str = "") -> dict[str, Any]:
     """``cbst-tf predict``: checks, claims ``out``, loads the model, predicts; returns the counts."""
     from cbst_tf import runtime
-    from cbst_tf.evaluate.run import latest_weights, load_model
+    from cbst_tf.evaluate.configured import load_model
+    from cbst_tf.evaluate.run import latest_weights
     from cbst_tf.io import remove_stale_temps
     from cbst_tf.layout import require
     from cbst_tf.outdir import claim_marked_out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cbst_tf import progress
-from cbst_tf.config import Config, require_runnable
+from cbst_tf.config import Config, derive, require_runnable
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.layout import RunLayout, priors_file, weights_before_round
@@ -38,6 +38,16 @@ def run_selftrain(cfg: Config) -> Path:
     # The run directory's own config.yaml; each step below has its own lifecycle (and DONE).
     with step(cfg, layout.root, "selftrain", resumable=False, lock=False):
         return _rounds(cfg, layout)
+
+
+def run_method(cfg: Config, workdir: Path, method: str, source: Path, changes: dict | None = None,
+               where: str = "derived config") -> Path:
+    """Self-train ``method`` from the ``source`` model into its own run directory ``workdir``, with
+    ``cfg``'s settings and ``changes`` (``{"a.b": value}``): the rows of the demo and of crossval's
+    folds. The config is built by :func:`~cbst_tf.config.derive`, so it passes the checks a file would."""
+    mcfg = derive(cfg, {"runtime.workdir": str(workdir), "selftrain.method": method,
+                        "selftrain.source_weights": str(source), **(changes or {})}, where)
+    return run_selftrain(mcfg)
 
 
 def _rounds(cfg: Config, layout: RunLayout) -> Path:

@@ -8,11 +8,13 @@ groups (``numpy.array_split``) - fixed and documented, so every run and every us
 the same folds. Rows: the source model, ST, CBST (and the configured method if it is
 another one, e.g. CBST-SP); per-fold scores and pooled scores (confusion matrices of the
 10 folds summed, so the pooled mIoU is over all 100 images' pixels).
+
+Orchestration, like the demo: it runs pretraining and self-training (:mod:`cbst_tf.selftrain`)
+and scores with :mod:`cbst_tf.evaluate`, so it sits above both.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from cbst_tf import progress
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError, GateError
 from cbst_tf.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from cbst_tf.layout import RunLayout, pretrained_weights
+from cbst_tf.layout import FoldLayout, RunLayout, pretrained_weights
 from cbst_tf.reuse import NO_EFFECT
 from cbst_tf.runs import is_done, step
 
@@ -56,17 +58,6 @@ def _write_subset(src: str, ids: set[str], out: Path, labelled: bool, data_cfg) 
                                ex["label"] if labelled else None)
                     k += 1
             writer.close()
-
-
-def _evaluate(cfg: Config, weights: Path, test_dir: Path) -> dict:
-    from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.evaluate.evaluator import evaluate_model
-    from cbst_tf.evaluate.run import load_model
-
-    return evaluate_model(load_model(cfg, weights), eval_dataset(test_dir, cfg.data), cfg.eval.protocol,
-                            cfg.eval.scales, cfg.eval.flip, input_scale=cfg.data.input_scale,
-                            upsample=cfg.eval.upsample, long_side=cfg.eval.long_side,
-                            description=f"evaluate {weights.parent.parent.name}")
 
 
 def run_crossval(cfg: Config, city: str) -> dict:
@@ -110,11 +101,12 @@ def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dic
 
     from cbst_tf.data.manifest import dataset_digest
     from cbst_tf.data.reader import eval_dataset
+    from cbst_tf.evaluate.configured import evaluate_from_config
     from cbst_tf.evaluate.confusion import ConfusionMatrix
     from cbst_tf.evaluate.evaluator import summarize
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.io import file_digest
-    from cbst_tf.selftrain.driver import run_selftrain
+    from cbst_tf.selftrain.driver import run_method
     from cbst_tf.train.steps import run_pretrain
 
     source = Path(cfg.selftrain.source_weights) if cfg.selftrain.source_weights else pretrained_weights(cfg)
@@ -128,26 +120,25 @@ def _folds(cfg: Config, city: str, test_src: str, base: Path) -> tuple[dict, dic
     pooled = {}
     # A fold's result is reused only for the same source model and test data (their digests).
     key = hashlib.sha256(f"{file_digest(source)} {dataset_digest(test_src)}".encode()).hexdigest()
+    layout = RunLayout.of(cfg)
     for k, test_ids in enumerate(fold_ids(ids)):
-        fold = base / f"fold_{k}"
+        fold: FoldLayout = layout.fold(city, k)
         train_ids = set(ids) - set(test_ids)
-        _write_subset(test_src, train_ids, fold / "data" / "train", False, cfg.data)
-        _write_subset(test_src, set(test_ids), fold / "data" / "test", True, cfg.data)
+        _write_subset(test_src, train_ids, fold.train, False, cfg.data)
+        _write_subset(test_src, set(test_ids), fold.test, True, cfg.data)
         for method in methods:
-            done = fold / method / "result.json"
+            done = fold.result(method)
             if done.is_file() and _result_key(done) != key:
                 progress.log(f"crossval {city}: discarding {done}: made from another source model or test data")
                 done.unlink()
             if not done.is_file():
                 weights = source
                 if method != "source_only":
-                    mcfg = copy.deepcopy(cfg)
-                    mcfg.runtime.workdir = str(fold / method)
-                    mcfg.selftrain.method = method
-                    mcfg.selftrain.source_weights = str(source)
-                    mcfg.data.target = str(fold / "data" / "train")
-                    weights = run_selftrain(mcfg)
-                atomic_write_json(done, {**_evaluate(cfg, Path(weights), fold / "data" / "test"), "key": key})
+                    weights = run_method(cfg, fold.method(method), method, source, {"data.target": str(fold.train)},
+                                         f"crossval {city} (fold {k}, {method})")
+                result = evaluate_from_config(cfg, Path(weights), fold.test,
+                                              description=f"evaluate {RunLayout.run_name(Path(weights))}")
+                atomic_write_json(done, {**result, "key": key})
             result = read_json(done)
             per_fold[method].append({"fold": k, "miou": result["miou"], "iou": result["iou"]})
             cm = np.asarray(result["confusion_matrix"], np.int64)
