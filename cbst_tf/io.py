@@ -2,6 +2,11 @@
 
 A run that is killed therefore never leaves a half-written file under a final name,
 and a step that finds its output already present can trust it is complete.
+
+The one temporary-file protocol of the project: every temporary name starts with a dot and
+carries ``tmp-<host>~<pid>`` (:func:`temp_tag`), so :func:`remove_stale_temps` can tell whether
+its writer is gone (:func:`writer_gone`, which the step lock uses too) and clear what a killed
+run left behind.
 """
 
 from __future__ import annotations
@@ -25,14 +30,17 @@ def temp_tag() -> str:
     return f"{socket.gethostname()}~{os.getpid()}"
 
 
-def _tmp_name(path: Path) -> Path:
+def _tmp_name(path: Path, keep_suffix: bool = False) -> Path:
+    if keep_suffix:  # for writers that check the name's suffix (Keras: ``.weights.h5``)
+        return path.with_name(f".tmp-{temp_tag()}-{path.name}")
     return path.with_name(f".{path.name}.tmp-{temp_tag()}")
 
 
 _TEMP = re.compile(r"^\..*tmp-(?P<host>[A-Za-z0-9._-]*)~(?P<pid>\d+)(?:-|$)")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -42,28 +50,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(directory: str | Path, max_age_s: float = 86400.0) -> list[Path]:
+def writer_gone(tag: str) -> bool | None:
+    """Whether the writer of a ``<host>~<pid>`` tag (:func:`temp_tag`) is gone: True when it ran on
+    this host and its process is dead, or is this very process (a restarted container reuses
+    pids); False when it is alive; None when it ran on another host (it cannot be checked here)."""
+    host, _, pid = tag.strip().rpartition("~")
+    if host != socket.gethostname():
+        return None
+    if not pid.isdigit():
+        return True
+    return int(pid) == os.getpid() or not pid_alive(int(pid))
+
+
+def remove_stale_temps(directory: str | Path, max_age_s: float = 86400.0, prefix: str = "",
+                       recursive: bool = True) -> list[Path]:
     """Delete temporary files/directories under ``directory`` whose writer is gone.
 
     Called when a step starts, so a run killed with SIGKILL does not leave (possibly huge)
     temporaries behind for good. Written on this host: stale when the process is dead (or is
     this very process, restarted as the same pid in a new container). Written on another host
-    (shards of one step on several machines): only when untouched for ``max_age_s``.
+    (shards of one step on several machines): only when untouched for ``max_age_s``. Only names
+    starting with ``prefix`` are considered; ``recursive=False`` looks at ``directory``'s own
+    entries (the temporaries of an output beside it, in a folder that is not ours to walk).
     """
     removed = []
-    host, me = socket.gethostname(), os.getpid()
     for parent, dirs, files in os.walk(directory):
         for name in [*dirs, *files]:
             m = _TEMP.match(name)
-            if not m:
+            if not m or not name.startswith(prefix):
                 continue
             path = Path(parent) / name
-            pid = int(m.group("pid"))
             try:
-                if m.group("host") == host:
-                    stale = pid == me or not _pid_alive(pid)
-                else:
-                    stale = time.time() - path.lstat().st_mtime > max_age_s
+                gone = writer_gone(f"{m.group('host')}~{m.group('pid')}")
+                stale = gone if gone is not None else time.time() - path.lstat().st_mtime > max_age_s
             except OSError:
                 continue
             if stale:
@@ -73,15 +92,19 @@ def remove_stale_temps(directory: str | Path, max_age_s: float = 86400.0) -> lis
                 else:
                     path.unlink(missing_ok=True)
                 removed.append(path)
+        if not recursive:
+            break
     return removed
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+    ``keep_suffix``: the temporary name ends with ``path``'s name (``.tmp-<tag>-<name>``), for
+    writers that insist on a suffix, such as Keras' ``save_weights``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = _tmp_name(path, keep_suffix)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -131,7 +154,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old.tmp-{temp_tag()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

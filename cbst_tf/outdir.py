@@ -48,7 +48,7 @@ from cbst_tf.errors import ConfigError
 
 MARKER = ".cbst-tf-out.json"
 TOOL = "cbst-tf"
-# Our own temporaries (cbst_tf.io and atomic_dir's .old-<pid>) and step locks: never part of a digest.
+# Our own temporaries (cbst_tf.io's tmp-<host>~<pid> names) and step locks: never part of a digest.
 _TRANSIENT = re.compile(r"^(\..+\.(tmp|old)-.*|\..*tmp-[A-Za-z0-9._-]*~\d+.*|\.lock)$")
 _MAX_MARKER_BYTES = 1 << 20
 

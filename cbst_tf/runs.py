@@ -46,7 +46,7 @@ def _lock(path: Path) -> None:
     import atexit
     import os
 
-    from cbst_tf.io import _pid_alive, temp_tag
+    from cbst_tf.io import temp_tag, writer_gone
 
     if os.environ.get("TF_CONFIG"):  # multi-worker: every worker runs the step in this directory
         return
@@ -59,9 +59,7 @@ def _lock(path: Path) -> None:
                 owner = lock.read_bytes()[:200].decode("utf-8", "replace").strip()
             except OSError:
                 owner = ""
-            host, _, pid = owner.rpartition("~")
-            mine = temp_tag().rpartition("~")[0]
-            if host == mine and (not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            if writer_gone(owner):
                 lock.unlink(missing_ok=True)  # its process is gone
                 continue
             raise CbstError(f"{path}: another cbst-tf process ({owner or 'unknown'}) is running this step; "

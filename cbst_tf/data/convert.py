@@ -9,9 +9,6 @@ partial dataset; temporary directories of killed conversions are removed by the 
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +24,12 @@ from cbst_tf.data.tfrecord import sniff_format
 from cbst_tf.data.writer import DatasetWriter
 from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.faults import tf_message
-from cbst_tf.io import atomic_dir, require_regular
+from cbst_tf.io import atomic_dir, remove_stale_temps, require_regular
 from cbst_tf.outdir import check_out, seal_dir
 from cbst_tf.progress import log, track
 
 T = TypeVar("T")
 R = TypeVar("R")
-_OWNER = ".owner-pid"
 
 
 def _decode_image(path: Path) -> tuple[bytes, str, int, int]:
@@ -95,32 +91,6 @@ def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
             yield pending.popleft().result()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(out: Path, min_age_s: float = 3600.0) -> list[Path]:
-    """Delete temporary output directories of conversions into ``out`` that were killed."""
-    removed = []
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        owner = tmp / _OWNER
-        try:
-            dead = not _pid_alive(int(owner.read_text())) if owner.is_file() else (
-                time.time() - tmp.stat().st_mtime > min_age_s)
-        except (OSError, ValueError):
-            dead = False
-        if dead and tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
-
-
 def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | None = None, shards: int = 4,
                     skip_bad: bool = False, workers: int = 2, command: str = "", strict: bool = False) -> dict[str, Any]:
     """Convert the dataset at ``root`` (layout ``fmt``) into ``out``; return the manifest.
@@ -145,11 +115,11 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
     items = layout.list_items(root, split)
     if not items:
         raise CbstError(f"{root}: no images found for format {fmt}" + (f" split {split}" if split else ""))
-    for stale in remove_stale_temps(out):
+    # A killed conversion's temporary directory beside --out (the parent is the user's: not walked).
+    for stale in remove_stale_temps(out.parent, max_age_s=3600.0, prefix=f".{out.name}.", recursive=False):
         log(f"removed {stale} left by a killed conversion")
     unknown: list[tuple[Path, int, int]] = []
     with atomic_dir(out) as tmp:
-        (tmp / _OWNER).write_text(str(os.getpid()))
         with DatasetWriter(tmp, num_items=len(items), shards=shards, name=out.name, fmt=fmt,
                            label_space=layout.label_space, command=command) as writer:
             results = _ordered_map(lambda it: _load(layout, it), items, workers)
@@ -170,7 +140,6 @@ def convert_dataset(fmt: str, root: str | Path, out: str | Path, split: str | No
             if len(writer.skipped) == len(items):
                 raise CbstError(f"{root}: all {len(items)} images are corrupt (see --skip-bad)")
             manifest = writer.close()
-        (tmp / _OWNER).unlink()
         seal_dir(tmp, "data convert")  # proves a later conversion may replace it
     if unknown:
         first, n_bad, top = unknown[0]

@@ -91,18 +91,19 @@ def run_evaluate(cfg: Config, weights: Path | None = None, out: Path | None = No
 
 def _evaluate(cfg: Config, weights: Path, directory: Path, manifest: dict, protocol: Any, out: Path,
               name: str) -> dict:
-    from cbst_tf.evaluate.configured import evaluate_from_config
+    from cbst_tf.evaluate.configured import evaluate_from_config, load_model
     from cbst_tf.evaluate.predictions import PredictionSaver
     from cbst_tf.evaluate.report import format_table, print_table
 
+    model = load_model(cfg, weights)  # a wrong weights file fails before anything is logged
     log(f"evaluate: {weights} on {directory} ({manifest.get('num_examples', '?')} images), "
         f"protocol {protocol.name}, scales {cfg.eval.scales}, flip {cfg.eval.flip}, upsample {cfg.eval.upsample}"
         + (f", long side {cfg.eval.long_side}" if cfg.eval.long_side else ""))
     save = cfg.eval.save_predictions
     pred_dir = atomic_dir(out / "predictions") if save != 0 else contextlib.nullcontext(None)
     with pred_dir as tmp:
-        result = evaluate_from_config(cfg, weights, directory, protocol=protocol, total=manifest.get("num_examples"),
-                                      on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
+        result = evaluate_from_config(cfg, weights, directory, model=model, protocol=protocol,
+                                      total=manifest.get("num_examples"), on_prediction=PredictionSaver(tmp, save) if tmp is not None else None)
 
     metrics = {
         "miou": result["miou"], "iou": result["iou"], "means": result["means"],

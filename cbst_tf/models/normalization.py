@@ -15,7 +15,6 @@ attribute (everything our training writes) are not checked.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -67,17 +66,13 @@ def save_weights_with_normalization(model: keras.Model, path: str | Path, norm: 
     """``model.save_weights(path)`` plus the :data:`ATTRIBUTE` record, written atomically."""
     import h5py
 
+    from cbst_tf.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # Keras needs the .weights.h5 suffix
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # Keras needs the .weights.h5 suffix
         model.save_weights(str(tmp))
         with h5py.File(tmp, "a") as f:
             f.attrs[ATTRIBUTE] = norm.to_json()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

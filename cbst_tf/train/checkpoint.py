@@ -8,7 +8,6 @@ Every worker restores from the chief's directory.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from cbst_tf.errors import CbstError
-from cbst_tf.io import temp_tag
+from cbst_tf.io import atomic_path
 from cbst_tf.progress import log
 
 
@@ -89,18 +88,11 @@ def _reason(exc: BaseException) -> str:
 def export_weights(model: keras.Model, path: str | Path) -> Path:
     """Write ``model``'s weights to ``path`` atomically (Keras needs the ``.weights.h5`` suffix).
 
-    cbst_tf.io.atomic_path's temporary name ends in ``.tmp-HOST~PID``, which Keras refuses, so the
-    temporary file here keeps the suffix: ``.tmp-HOST~PID-<name>.weights.h5``, then ``os.replace``.
+    The temporary file keeps the suffix (:func:`cbst_tf.io.atomic_path` with ``keep_suffix``).
     """
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: Keras weights files must end in .weights.h5")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{temp_tag()}-{path.name}")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
