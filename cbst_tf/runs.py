@@ -168,6 +168,18 @@ def step(cfg: Config, path: Path, what: str, *, prepare: Callable[[Any], Any] | 
         mark_done(path, run.summary, run.outputs)
 
 
+@contextlib.contextmanager
+def pruning_failed_steps() -> Iterator[None]:
+    """Around one command: if it fails, :func:`prune_failed_steps` removes the stub directories of
+    the steps it started (only those: the list starts empty)."""
+    _STARTED.clear()
+    try:
+        yield
+    except BaseException:
+        prune_failed_steps()
+        raise
+
+
 def prune_failed_steps() -> list[Path]:
     """After a failure: delete the directories of steps this process started that hold nothing
     but their ``config.yaml`` and empty TensorBoard logs (no checkpoint, cache or output to resume from)."""

@@ -56,7 +56,7 @@ def reset_debug():
     Autouse in every module that imports it."""
     from cbst_tf import cli
 
-    cli._STATE["debug"] = False
+    cli.common.STATE["debug"] = False
     yield
 
 

@@ -94,7 +94,7 @@ def test_tensorflows_harmless_error_lines_are_muted(tmp_path):
         real_app = cli.app
 
         def noisy(args, prog_name):
-            cli._quiet_tensorflow()  # as every command that needs TensorFlow imports it
+            cli.common.quiet_tensorflow()  # as every command that needs TensorFlow imports it
             import tensorflow as tf
             x = tf.image.resize(tf.cast(tf.ones([1, 8, 8, 3], tf.float16), tf.float32), [4, 4])  # oneDNN DT_HALF
             os.write(2, b"partial progress\\r")

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _reset_debug():
-    cli._STATE["debug"] = False
+    cli.common.STATE["debug"] = False
     yield
 
 

@@ -9,6 +9,7 @@ by a recorder, so the command parses, loads this very file and reaches the right
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -27,7 +28,7 @@ IDS = [p.stem for p in EXPERIMENTS]
 METHODS = ("source_only", "st_sp", "st", "cbst_sp", "cbst")  # longest suffix first
 # CRST experiments: <setting>_crst_<regularizer>[_sp] regularise cbst[_sp] (docs/CRST.md).
 CRST_NAME = re.compile(r"_crst_(mrkld|mrent|mrl2|lrent)(_sp)?$")
-# cli command -> the library function it must reach (cbst_tf/cli.py)
+# cli command -> the library function it must reach (cbst_tf/cli/__init__.py)
 ENTRY = {"selftrain": ("cbst_tf.selftrain.driver", "run_selftrain"),
          "pretrain": ("cbst_tf.train.steps", "run_pretrain"),
          "evaluate": ("cbst_tf.evaluate.run", "run_evaluate"),
@@ -66,14 +67,11 @@ def run_first_line(path: Path, monkeypatch) -> dict:
     assert line.startswith("# cbst-tf "), f"{path.name}: first line must be '# cbst-tf ...', got {line!r}"
     argv = shlex.split(line[len("# cbst-tf "):])
     calls = []
-
-    def library(module: str, name: str):
-        def record(cfg, **kwargs):
+    for module, name in ENTRY.values():  # what each command's own import will find
+        def record(cfg, module=module, name=name, **kwargs):
             calls.append({"module": module, "name": name, "cfg": cfg, "kwargs": kwargs})
 
-        return record
-
-    monkeypatch.setattr(cli, "_library", library)
+        monkeypatch.setattr(importlib.import_module(module), name, record)
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(cli.app, argv)
     assert result.exit_code == 0, f"{path.name}: `cbst-tf {' '.join(argv)}` failed: {result.output}"

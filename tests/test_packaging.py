@@ -292,7 +292,7 @@ def test_image_context_builds_the_package(instructions, tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "cbst_tf/cli.py" in names
+    assert {"cbst_tf/cli/__init__.py", "cbst_tf/cli/__main__.py", "cbst_tf/config/schema.py"} <= names
     presets = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cbst_tf" / "presets").glob("*.yaml"))
     assert presets and set(presets) <= names, presets
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
