@@ -188,7 +188,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
 def _same_config(cfg: Config, out: Path) -> None:
     """An earlier demo in ``out`` with other settings would be reused silently (its finished
     stages are skipped): refuse, naming the settings that differ."""
-    from cbst_tf.runs import config_differences
+    from cbst_tf.reuse import config_differences
 
     if not (out / "demo_config.yaml").is_file():
         return

@@ -39,6 +39,11 @@ def _tmp_name(path: Path, keep_suffix: bool = False) -> Path:
 _TEMP = re.compile(r"^\..*tmp-(?P<host>[A-Za-z0-9._-]*)~(?P<pid>\d+)(?:-|$)")
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether a file or directory name is a temporary of this protocol (``.…tmp-<host>~<pid>…``)."""
+    return _TEMP.match(name) is not None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:

@@ -59,10 +59,10 @@ def discard_stale(path: Path, what: str, now: dict[str, str], partial: tuple[str
 def resumable_state(path: Path) -> bool:
     """Whether a step directory holds anything to resume from (a checkpoint, cache or partial
     output), beyond its ``config.yaml``, lock, temporaries and empty TensorBoard logs."""
-    from cbst_tf.io import _TEMP
+    from cbst_tf.io import is_temp_name
 
     try:
-        entries = {p.name: p for p in path.iterdir() if not _TEMP.match(p.name)}
+        entries = {p.name: p for p in path.iterdir() if not is_temp_name(p.name)}
     except OSError:
         return False
     if not set(entries) <= {"config.yaml", "tb", LOCK, "DONE", INPUTS}:

@@ -15,20 +15,11 @@ from typing import Any
 from cbst_tf.config import Config, save_resolved
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_text, remove_stale_temps
-from cbst_tf.layout import (  # noqa: F401 - the run layout, re-exported for existing callers
-    FINAL,
-    RunLayout,
-    pretrained_weights,
-    priors_file,
-    require,
-    weights_before_round,
-)
 from cbst_tf.progress import log
-from cbst_tf.reuse import (  # noqa: F401 - config_differences, report_done: re-exported
+from cbst_tf.reuse import (
     INPUTS,
     LOCK,
     changed_inputs,
-    config_differences,
     discard_stale,
     refuse_changed_resume,
     report_done,

@@ -18,7 +18,7 @@ from layouts import write_cityscapes
 from cbst_tf.config import load_config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
-from cbst_tf.runs import pretrained_weights
+from cbst_tf.layout import pretrained_weights
 
 SIZE = (24, 40)
 

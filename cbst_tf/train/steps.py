@@ -23,7 +23,7 @@ from cbst_tf.bounds import quote
 from cbst_tf.config import Config, require_runnable
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
-from cbst_tf.layout import RunLayout
+from cbst_tf.layout import RunLayout, weights_before_round
 from cbst_tf.runtime import Runtime, per_replica_batch
 from cbst_tf.train.checkpoint import export_weights
 from cbst_tf.train.loop import DatasetFn, train
@@ -165,7 +165,7 @@ def run_pretrain(cfg: Config) -> Path:
 def finetune_plan(cfg: Config, round_: int) -> dict:
     """Inputs of round R's finetuning, checked: init weights, pseudo-labels, rare classes, sizes."""
     layout = RunLayout.of(cfg)
-    init = runs.weights_before_round(cfg, round_)
+    init = weights_before_round(cfg, round_)
     if not init.is_file():
         raise CbstError(f"{init}: model to finetune from not found (run the previous step first)")
     pseudo = layout.pseudo(round_)
@@ -197,7 +197,7 @@ def run_finetune(cfg: Config, round_: int) -> Path:
     require_runnable(cfg)
     out = RunLayout.of(cfg).finetune(round_)
     layout = RunLayout.of(cfg)
-    inputs = {"model": runs.weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
+    inputs = {"model": weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
               "data.source": cfg.data.source}
     with runs.step(cfg, out, f"finetune round {round_}", ignore=FINETUNE_IGNORES,
                    prepare=lambda rt: _finetune_inputs(cfg, round_, rt), inputs=lambda: _digests(cfg, inputs),

@@ -14,7 +14,8 @@ from cbst_tf.data.labelio import map_ids, read_index_png
 from cbst_tf.errors import ConfigError
 from cbst_tf.labels import NUM_CLASSES, lookup_table
 
-_LUT = lookup_table({i: i for i in range(NUM_CLASSES)})
+#: Identity map of the 19 train ids (values above 18 other than 255 become ignore); shared with the folder format.
+TRAIN_ID_LUT = lookup_table({i: i for i in range(NUM_CLASSES)})
 
 
 def list_items(root: Path, split: str | None) -> list[Item]:
@@ -27,7 +28,7 @@ def list_items(root: Path, split: str | None) -> list[Item]:
 
 
 def read_train_ids(path: Path) -> np.ndarray:
-    return map_ids(read_index_png(path), _LUT)
+    return map_ids(read_index_png(path), TRAIN_ID_LUT)
 
 
-LAYOUT = Layout("bdd", "cityscapes19", list_items, read_train_ids, read_index_png, _LUT, NUM_CLASSES - 1)
+LAYOUT = Layout("bdd", "cityscapes19", list_items, read_train_ids, read_index_png, TRAIN_ID_LUT, NUM_CLASSES - 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cbst_tf.data.formats.base import IMAGE_EXTENSIONS, Item, Layout, item, no_split
-from cbst_tf.data.formats.bdd import _LUT, read_train_ids
+from cbst_tf.data.formats.bdd import TRAIN_ID_LUT, read_train_ids
 from cbst_tf.data.labelio import read_index_png
 from cbst_tf.errors import CbstError
 from cbst_tf.labels import NUM_CLASSES
@@ -29,4 +29,4 @@ def list_items(root: Path, split: str | None) -> list[Item]:
     return out
 
 
-LAYOUT = Layout("folder", "cityscapes19", list_items, read_train_ids, read_index_png, _LUT, NUM_CLASSES - 1)
+LAYOUT = Layout("folder", "cityscapes19", list_items, read_train_ids, read_index_png, TRAIN_ID_LUT, NUM_CLASSES - 1)
