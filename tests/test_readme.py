@@ -45,7 +45,7 @@ def test_readme_is_short_and_links_every_document_in_docs():
 
 def test_every_relative_link_in_readme_and_docs_resolves():
     broken = []
-    for page in [README, *sorted(DOCS.glob("*.md"))]:
+    for page in [README, *sorted(DOCS.rglob("*.md"))]:
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
             path = target.split("#", 1)[0]
             if not path or re.match(r"[a-z]+:", path):
