@@ -9,7 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: demo test test-fast lint install lock clean
 
 # requirements/lock.txt pins every package (and the CUDA wheels of the image) to the versions
-# the README's tables and CI ran with; pyproject.toml keeps compatible ranges for library users.
+# the demo's tables (README, docs/RESULTS.md) and CI ran with; pyproject.toml keeps compatible
+# ranges for library users.
 LOCK := requirements/lock.txt
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -36,7 +37,7 @@ test-fast: $(STAMP)
 
 # Refresh the lock (newest versions within pyproject.toml's ranges, for Python >= 3.11 on every
 # platform). Then re-measure the demo and update the golden digest of tests/test_drift.py and the
-# README's tables together.
+# demo's tables (README, docs/RESULTS.md) together.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml requirements/lock.in --extra dev --universal \
 		--python-version 3.11 --output-file $(LOCK)

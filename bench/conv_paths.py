@@ -1,7 +1,7 @@
 """Which convolution algorithm wins where, with TensorFlow's oneDNN on and off, in one run (JSON).
 
 ``cbst_tf.models.layers.Conv2D`` computes some stride-1 convolutions with another op than
-Keras' ``Conv2D`` (README, "Performance"). Whether that pays depends on the kernels TensorFlow
+Keras' ``Conv2D`` (docs/PERFORMANCE.md). Whether that pays depends on the kernels TensorFlow
 runs: with oneDNN (on by default only for CPUs with AVX512_VNNI, AVX512_BF16 or AMX) or with
 its Eigen kernels (every other x86 CPU, or ``TF_ENABLE_ONEDNN_OPTS=0``). This script times each
 special case of the layer against Keras' path at the published networks' shapes (width 1.0,

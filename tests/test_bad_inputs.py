@@ -106,7 +106,7 @@ def test_readme_synth_commands_write_what_the_synthetic_experiments_read():
 
 
 def test_synthetic_experiments_finetune_like_the_demo():
-    """The README says the default rounds destroy the source model; the demo's settings are used."""
+    """The default rounds destroy the source model (docs/RESEARCH_LOG.md); the demo's settings are used."""
     from pathlib import Path
 
     from cbst_tf.config import load_config

@@ -17,7 +17,7 @@ import pytest
 # would add a third pretraining run to CI's critical path, and adaptation must hold without it
 # too. Measured on this benchmark (v7) at seed 0 without the init: source-only 37.7, CBST-SP
 # 39.7, oracle 45.6 mIoU (gap 7.9, CBST-SP +2.0; with the init, the demo's five seeds gave
-# CBST-SP +2.6 to +4.8 over source-only; README, "What we found"). The bounds leave room for
+# CBST-SP +2.6 to +4.8 over source-only; docs/RESEARCH_LOG.md). The bounds leave room for
 # another CPU's floating-point rounding (the same code once measured 17.3 and 17.6 mIoU
 # source-only on two machines), not for a broken method.
 MIN_GAP = 4.0

@@ -7,9 +7,9 @@ target seed 0, stylised init seed 100) and compares a digest of every image's RG
 arrays with the golden values below, which were rendered under requirements/lock.txt
 (opencv-python-headless 5.1.0.95, numpy 2.4.6).
 
-When it fails: the environment renders another benchmark than the one the README's tables
-were measured on. Either install the lock (``make install``), or, on purpose (``make lock``),
-re-measure the demo, then update GOLDEN here and the README's tables together.
+When it fails: the environment renders another benchmark than the one the demo's tables (README,
+docs/RESULTS.md) were measured on. Either install the lock (``make install``), or, on purpose
+(``make lock``), re-measure the demo, then update GOLDEN here and those tables together.
 """
 
 from __future__ import annotations
@@ -79,4 +79,4 @@ def test_benchmark_pixels_match_the_golden_digests():
             f"the embedded benchmark renders differently here: {len(changed)} of {len(GOLDEN)} sample images "
             f"changed ({', '.join(changed)}) under opencv {cv2.__version__}, numpy {np.__version__}. "
             "Install requirements/lock.txt (make install), or re-measure the demo and update GOLDEN in "
-            "tests/test_drift.py and the README's tables together.")
+            "tests/test_drift.py and the demo's tables (README, docs/RESULTS.md) together.")

@@ -1,6 +1,6 @@
 """``cbst-tf export``: the SavedModel, loaded by a fresh process that imports only TensorFlow,
 gives ``predict``'s classes exactly and its probabilities to 1e-5 on two image sizes, through
-both signatures and the README's REST payload; ``saved_model_cli`` lists both signatures; the
+both signatures and the REST payload of docs/EXPORT.md; ``saved_model_cli`` lists both signatures; the
 metadata is reachable; TFLite converts ResNet-38 and names the op that stops FCN-8s."""
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ np.savez(result_file, **out)
 '''
 
 
-def readme_request_script() -> str:
-    """The Python that README's REST example runs to build ``request.json``."""
-    text = (ROOT / "README.md").read_text()
+def doc_request_script() -> str:
+    """The Python that docs/EXPORT.md's REST example runs to build ``request.json``."""
+    text = (ROOT / "docs" / "EXPORT.md").read_text()
     m = re.search(r"python3 - <<'EOF' > request\.json\n(.*?)\nEOF\n", text, re.S)
-    assert m, "README: the REST request example is missing"
+    assert m, "docs/EXPORT.md: the REST request example is missing"
     return m.group(1)
 
 
@@ -82,10 +82,10 @@ def exported(tmp_path_factory):
     code, out = run("predict", "-c", cfg, "-w", weights, "--input", root / "imgs", "--out", root / "pred",
                     "--format", "trainids")
     assert code == 0, out
-    # The README's request, built in a folder holding the image it names.
+    # docs/EXPORT.md's request, built in a folder holding the image it names.
     (root / "client").mkdir()
     (root / "client" / "berlin_000000_000019_leftImg8bit.png").write_bytes(paths[0].read_bytes())
-    payload = subprocess.run([sys.executable, "-c", readme_request_script()], cwd=root / "client",
+    payload = subprocess.run([sys.executable, "-c", doc_request_script()], cwd=root / "client",
                              capture_output=True, text=True, check=True).stdout
     (root / "request.json").write_text(payload)
     (root / "loader.py").write_text(LOADER)
@@ -118,7 +118,7 @@ def test_fresh_tensorflow_process_gets_predicts_classes_and_probabilities(export
         assert result[f"probs{i}"].shape == (1, *SIZES[i], 19)
         np.testing.assert_allclose(result[f"probs{i}"][0], probs, atol=1e-5, rtol=0)
         np.testing.assert_allclose(result[f"bytes_probs{i}"][0], probs, atol=1e-5, rtol=0)
-    # README's REST payload, as TF Serving decodes it, against the serving_bytes signature.
+    # docs/EXPORT.md's REST payload, as TF Serving decodes it, against the serving_bytes signature.
     np.testing.assert_array_equal(result["rest_ids"], result["ids0"])
 
 

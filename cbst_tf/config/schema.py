@@ -122,7 +122,7 @@ class SelfTrainConfig:
     prior_kernel: int = field(default=70, metadata=_rng(1, 4096))
     # "pixels": each class map sums to 1 over pixels, as section 4.4 says (q_n(c) ~ p(n|c));
     # "classes" (not in the paper): each pixel's maps sum to 1 over classes, p(c|n), which
-    # does not multiply a class's potential by 1 / its source frequency (README, "What we found").
+    # does not multiply a class's potential by 1 / its source frequency (docs/RESEARCH_LOG.md).
     prior_norm: Literal["pixels", "classes"] = "pixels"
     # Source samples mixed into finetuning (official code: 3%, +0.25%/round, max 6%).
     source_portion_start: float = field(default=0.03, metadata=_rng(0.0, 1.0))

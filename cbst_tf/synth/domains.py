@@ -12,7 +12,7 @@ The gap is structured, mirroring GTA5 -> Cityscapes (paper Table 3):
   already had right, and ST could only lose. At 60% the source model read 23% of the road
   as sidewalk and its most confident sidewalk predictions were only 78% right (seed 0), so
   CBST's sidewalk quota (Eq. 8) selected misread road and the road drifted to sidewalk round
-  by round; at 45% those are 96-100% right (issue 13, README "What we found");
+  by round; at 45% those are 96-100% right (issue 13, docs/RESEARCH_LOG.md);
 * hard classes change colour and texture in the target, but stay closest to themselves:
   their target colour sits halfway between their source colour and a neighbour's (wall
   towards building, fence towards pole, terrain towards sidewalk, rider towards person,
