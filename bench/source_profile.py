@@ -43,7 +43,7 @@ def main() -> None:
     data = args.data or Path(cfg.data.target)
 
     from cbst_tf.data.reader import eval_dataset
-    from cbst_tf.evaluate.run import load_model
+    from cbst_tf.evaluate.configured import load_model
     from cbst_tf.inference import predict_probs
 
     model = load_model(cfg, weights)

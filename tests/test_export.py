@@ -99,7 +99,7 @@ def test_fresh_tensorflow_process_gets_predicts_classes_and_probabilities(export
     import tensorflow as tf
 
     from cbst_tf.config import load_config
-    from cbst_tf.evaluate.run import load_model
+    from cbst_tf.evaluate.configured import load_model
     from cbst_tf.predict.run import Predictor
 
     result = exported["result"]
@@ -178,7 +178,7 @@ def test_tflite_resnet38_matches_tensorflow(tmp_path):
     import tensorflow as tf
 
     from cbst_tf.config import load_config
-    from cbst_tf.evaluate.run import load_model
+    from cbst_tf.evaluate.configured import load_model
     from cbst_tf.predict.run import Predictor
 
     weights = save_weights(tmp_path / "w.weights.h5", name="resnet38")
@@ -215,7 +215,7 @@ def test_graph_passes_equal_predict_under_each_protocol(exported, protocol):
     import tensorflow as tf
 
     from cbst_tf.config import load_config
-    from cbst_tf.evaluate.run import load_model
+    from cbst_tf.evaluate.configured import load_model
     from cbst_tf.export.graph import IMAGES, serving_fns
     from cbst_tf.inference import protocol_probs
     from cbst_tf.predict.run import Predictor
