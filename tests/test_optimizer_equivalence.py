@@ -214,3 +214,23 @@ def test_two_replica_mirrored_strategy_matches():
         _check_can_fail(result)
         assert result["max_abs_diff"] <= TOLERANCE, results
 
+
+
+def test_checkpoint_of_the_former_optimizer_resumes_into_the_new_one(tmp_path):
+    """With classifier_lr_mult == 1 the optimiser's checkpointed object graph is unchanged."""
+    old_model, new_model = _model(), _model()
+    legacy = LegacyCoupledSGD(0.1, 0.9, 0.01, decay=decayed_variables(old_model))
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        legacy.apply([rng.normal(size=v.shape).astype("float32") for v in old_model.trainable_variables],
+                     old_model.trainable_variables)
+    path = tf.train.Checkpoint(model=old_model, optimizer=legacy).save(str(tmp_path / "ckpt"))
+    new = build_optimizer(_config("float32", 1.0, "fixed", 0.01), new_model, total_steps=STEPS)
+    tf.train.Checkpoint(model=new_model, optimizer=new).restore(path).assert_existing_objects_matched()
+    assert int(new.iterations) == 3
+    momentums = [v for v in new.variables if v.path.endswith("_momentum")]
+    assert len(momentums) == len(new_model.trainable_variables)
+    for a, b in zip(new.variables, legacy.variables, strict=True):
+        assert a.path == b.path
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)
+    assert max(float(np.max(np.abs(np.array(v)))) for v in momentums) > 0.01

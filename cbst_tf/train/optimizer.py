@@ -95,8 +95,10 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class _Groups:
     """Which variables :class:`CoupledSGD` decays and hands to its classifier optimiser.
 
-    A plain object, so that Keras' attribute tracking does not take the model's variables
-    for optimiser state.
+    A plain object: Keras' attribute tracking would take the model's variables in a list or
+    tuple for optimiser state (and checkpoint them a second time). Variables are told apart
+    by identity: ``build`` and ``apply`` receive the model's own variable objects, also
+    under ``tf.distribute``.
     """
 
     decayed: tuple = ()
@@ -119,8 +121,9 @@ class CoupledSGD(keras.optimizers.SGD):
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), name=name)
         self.l2 = float(weight_decay)
         self.lr_mult = float(lr_mult)
-        # A tracked list, as before the optimiser moved to public APIs: the checkpoints' object
-        # graph keeps its layout, so a run interrupted under the earlier code resumes.
+        # Deliberately a tracked list, as in the earlier update_step-based CoupledSGD (it puts the
+        # decayed kernels into self.variables): checkpoints keep their object graph, so a run
+        # interrupted under the earlier code resumes (with train.classifier_lr_mult == 1).
         self._decay_vars = list(decay)
         multiplied = list(multiplied) if self.lr_mult != 1.0 else []
         self._groups = _Groups(decayed=tuple(self._decay_vars), multiplied=frozenset(map(id, multiplied)))
