@@ -223,3 +223,18 @@ def test_rounds_use_the_selftrain_learning_rate_and_schedule():
     assert current_lr(build_optimizer(cfg, _model(), total_steps=10, round_=3)) == pytest.approx(0.001)
     plain = load_config(None, ["train.lr=0.01", "train.schedule=fixed"])
     assert current_lr(build_optimizer(plain, _model(), total_steps=10, round_=2)) == pytest.approx(0.01)
+
+
+def test_apply_without_variables_uses_the_built_order():
+    models = [_model(), _model()]
+    grads = [np.random.default_rng(3).normal(size=v.shape).astype("float32") for v in models[0].trainable_variables]
+    for i, model in enumerate(models):
+        cls = [v for v in model.trainable_variables if v.path.startswith("cls/")]
+        opt = CoupledSGD(0.1, 0.9, 0.0, multiplied=cls, lr_mult=4.0)
+        opt.build(model.trainable_variables)
+        opt.apply(grads, None if i == 0 else model.trainable_variables)
+    for a, b in zip(models[0].trainable_variables, models[1].trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    cls_kernel = next(v for v in models[0].trainable_variables if v.path == "cls/kernel")
+    np.testing.assert_allclose(cls_kernel.numpy(), _model().get_layer("cls").kernel.numpy() - 0.4 * grads[-2],
+                               rtol=1e-6, atol=1e-7)
