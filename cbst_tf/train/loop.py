@@ -32,7 +32,7 @@ from cbst_tf.errors import CbstError
 from cbst_tf.runtime import Runtime
 from cbst_tf.train.checkpoint import RunCheckpoint
 from cbst_tf.train.loss import masked_cross_entropy_sum, valid_pixel_count
-from cbst_tf.train.optimizer import current_lr
+from cbst_tf.train.optimizer import coupled_l2_loss, current_lr
 
 DatasetFn = Callable[[int], tf.data.Dataset]
 
@@ -83,12 +83,15 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     Returns ``(mean loss, valid pixels, all pixels, images)`` over the global batch.
     """
     variables = model.trainable_variables
+    replicas = strategy.num_replicas_in_sync
 
     def forward_backward(images, labels, global_count):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss_sum, _ = masked_cross_entropy_sum(labels, logits)
-            scaled = optimizer.scale_loss(loss_sum / tf.maximum(global_count, 1.0))
+            # + the optimiser's coupled L2 (gradient wd * w), this replica's share of it
+            loss = loss_sum / tf.maximum(global_count, 1.0) + coupled_l2_loss(optimizer, replicas)
+            scaled = optimizer.scale_loss(loss)
         return tape.gradient(scaled, variables), loss_sum
 
     # XLA compiles the per-replica maths only; the collectives and the optimiser update stay
