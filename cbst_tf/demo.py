@@ -25,6 +25,7 @@ from cbst_tf.config import Config, derive, load_config, save_resolved
 from cbst_tf.demo_report import (
     METHODS,
     ROW_NAMES,
+    ROWS,
     evaluate_all,
     has_quality,
     method_rounds,
@@ -161,8 +162,10 @@ def prepare_data(cfg: Config, out: Path, seed: int) -> None:
 
 
 def run_demo(config: Path | None = None, overrides: list[str] | None = None, out: Path = Path("demo_out"),
-             seed: int = 0, fast: bool = False) -> dict:
+             seed: int = 0, fast: bool = False, methods: tuple[str, ...] = METHODS) -> dict:
     """Run (or resume) the whole demo; returns the report dict also written to ``report.json``.
+    ``methods``: the self-training rows (:data:`cbst_tf.demo_report.ROWS`); a rerun in the same
+    ``out`` with more rows reuses every finished stage and runs only the new rows.
 
     ``out`` is claimed like every output directory (:mod:`cbst_tf.outdir`): only an earlier demo
     made with the same settings is resumed or redone there."""
@@ -177,7 +180,7 @@ def run_demo(config: Path | None = None, overrides: list[str] | None = None, out
     try:
         _same_config(cfg, out)
         save_resolved(cfg, out, "demo_config.yaml")
-        report = _run(cfg, icfg, out, seed, fast, start)
+        report = _run(cfg, icfg, out, seed, fast, start, methods)
     except BaseException:
         claim.release()
         raise
@@ -201,7 +204,8 @@ def _same_config(cfg: Config, out: Path) -> None:
                           "choose another --out, or delete it to start over")
 
 
-def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float) -> dict:
+def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, start: float,
+         methods: tuple[str, ...]) -> dict:
     from cbst_tf.demo_use import report_section, use_adapted_model
     from cbst_tf.evaluate.report import format_table, print_table
     from cbst_tf.selftrain.driver import run_method
@@ -226,13 +230,15 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
         stage("priors", run_priors, cfg)
         source = weights_before_round(cfg, 1)
         weights = {"source_only": source}
-        for method in METHODS:
-            weights[method] = stage(method, run_method, cfg, DemoLayout(out).run(method), method, source,
-                                    {"selftrain.priors": str(priors_file(cfg))}, f"demo ({method} row)")
+        for row in methods:
+            method, regularizer = ROWS[row]
+            weights[row] = stage(row, run_method, cfg, DemoLayout(out).run(row), method, source,
+                                 {"selftrain.priors": str(priors_file(cfg)), "selftrain.regularizer": regularizer},
+                                 f"demo ({row} row)")
         if oracle is not None:  # the wait for the second process (it ran beside the stages above)
             weights["oracle"] = stage("oracle", oracle)
     results, panels = stage("evaluate", evaluate_all, cfg, weights, DemoLayout(out))
-    figures = write_figures(out, cfg, panels)
+    figures = write_figures(out, cfg, panels, methods)
     use = stage("use", use_adapted_model, cfg, out, weights,
                 DemoLayout(out).raw("cityscapes") / "leftImg8bit" / "val")
 
@@ -245,7 +251,7 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
         "figures": figures, "use": use,
         "environment": environment.describe({"init": cfg.model.weights, **weights}),
     }
-    rounds = method_rounds(out)
+    rounds = method_rounds(out, methods)
     quality_section: list[str] = []
     if has_quality(rounds):
         from cbst_tf.report import quality_table

@@ -440,7 +440,7 @@ def test_a_regulariser_needs_cbst_labels():
     assert load_config(None, ["selftrain.method=cbst", "selftrain.regularizer=mrl2"]).selftrain.regularizer == "mrl2"
 
 
-@pytest.mark.parametrize("override", ["selftrain.regularizer=mrkld", "selftrain.target_subset=0.16975"])
+@pytest.mark.parametrize("override", ["selftrain.regularizer=lrent", "selftrain.target_subset=0.16975"])
 def test_training_refuses_crst_settings_until_they_are_wired(tmp_path, override):
     from cbst_tf.selftrain.driver import run_selftrain
     from cbst_tf.train.steps import run_finetune

@@ -88,6 +88,25 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     assert report3["methods"] == report["methods"]
     assert {w: w.stat().st_mtime_ns for w in written} == written
 
+    # --methods adds a CRST row to the same directory: only that row runs. Its round-1 labels are
+    # CBST-SP's (same source model and label step); MRKLD then finetunes to another model.
+    more = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "a"), "--seed", "3",
+                                   "--methods", "st,cbst,cbst_sp,mrkld_sp"])
+    assert more.exit_code == 0, more.output
+    report4 = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert {k: v for k, v in report4["methods"].items() if k != "mrkld_sp"} == report["methods"]
+    assert "mrkld_sp" in report4["methods"] and "MRKLD-SP" in (tmp_path / "a" / "report.md").read_text()
+    assert {w: w.stat().st_mtime_ns for w in written} == written
+    runs = tmp_path / "a" / "runs"
+    stats = [json.loads((runs / m / "round_1" / "label" / "stats.json").read_text()) for m in ("cbst_sp", "mrkld_sp")]
+    assert stats[0]["selected_pixels"] == stats[1]["selected_pixels"]
+    assert "regularizer: mrkld" in (runs / "mrkld_sp" / "round_1" / "finetune" / "config.yaml").read_text()
+    final = [(runs / m / "round_1" / "finetune" / "final.weights.h5").read_bytes() for m in ("cbst_sp", "mrkld_sp")]
+    assert final[0] != final[1]
+    bad = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "a"),
+                                  "--methods", "cbst,lrent"])
+    assert bad.exit_code == 2 and "--methods: unknown row 'lrent'" in bad.output
+
 
 
 @pytest.mark.slow

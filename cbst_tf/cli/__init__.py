@@ -186,15 +186,20 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo_out"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fast: Annotated[bool, typer.Option("--fast", help="A much smaller run (CI smoke test).")] = False,
+    methods: Annotated[str | None, typer.Option("--methods", help="Self-training rows, e.g. st,cbst,cbst_sp,mrkld_sp "
+                                                "(default st,cbst,cbst_sp; CRST: mrkld, mrent, mrl2, each also _sp).")] = None,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """The paper's ablation end to end on the embedded benchmark, with a report."""
 
     def go() -> dict:
+        from cbst_tf.demo_report import parse_methods
+
+        rows = parse_methods(methods)
         quiet_tensorflow()
         from cbst_tf.demo import run_demo
 
-        return run_demo(config=config, overrides=list(set_ or []), out=out, seed=seed, fast=fast)
+        return run_demo(config=config, overrides=list(set_ or []), out=out, seed=seed, fast=fast, methods=rows)
 
     guard(go)
 

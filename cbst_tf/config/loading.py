@@ -135,12 +135,14 @@ def validate(cfg: Config, where: str, origins: dict[str, str] | None = None) -> 
 def require_runnable(cfg: Config) -> None:
     """One-line error for settings that load but that ``selftrain``/``finetune`` do not run yet.
 
-    CRST's algorithms and losses exist (cbst_tf/algos/crst.py, cbst_tf/train/crst_loss.py) but
-    the label step, pseudo dataset and finetuning step do not use them yet (docs/CRST.md,
-    "Integration"): refuse rather than train plain CBST under a CRST name.
+    CRST's model regularisers (mrkld, mrent, mrl2) are wired into finetuning; LRENT's soft labels
+    and the class-balanced target subset exist as algorithms (cbst_tf/algos/crst.py,
+    cbst_tf/selftrain/soft_labels.py) but the label step and the input pipeline do not use them
+    yet (docs/CRST.md, "Integration"): refuse rather than train plain CBST under a CRST name.
     """
     st = cfg.selftrain
-    for key, value, default in (("regularizer", st.regularizer, "none"), ("target_subset", st.target_subset, None)):
+    for key, value, default in (("regularizer", "lrent" if st.regularizer == "lrent" else "none", "none"),
+                                ("target_subset", st.target_subset, None)):
         if value != default:
             raise ConfigError(f"key 'selftrain.{key}' = {value!r}: CRST is not wired into selftrain/finetune yet "
                               f"(issue 30; see docs/CRST.md); use {default!r} for now")

@@ -134,12 +134,15 @@ def source_examples(source: Source, data_cfg: DataConfig, manifest: dict | None 
 
 
 def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: int, seed: int,
-                  weights: Sequence[float] | None = None) -> tf.data.Dataset:
+                  weights: Sequence[float] | None = None, tags: Sequence[bool] | None = None) -> tf.data.Dataset:
     """THE training input of every step: each source's examples, mixed by ``weights``
     (``tf.data.Dataset.sample_from_datasets`` seeded with ``seed``; default: in proportion to
     the sources' sizes, so every example is equally likely), then batched and prefetched.
 
-    Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``.
+    Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``. With ``tags``
+    (one bool per source, e.g. "is a pseudo-labelled target"), a third element ``bool [B]`` says
+    which source each example came from (CRST's model regularisation applies to the target only);
+    the examples and their order are the same as without.
     """
     if not sources:
         raise CbstError("train_dataset: no directories given")
@@ -160,6 +163,11 @@ def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: i
     if not keep:
         raise CbstError(f"train_dataset: nothing to sample from {[str(s.directory) for s in sources]}")
     parts = [source_examples(sources[i], data_cfg, manifests[i])[0] for i in keep]
+    if tags is not None:
+        if len(tags) != len(sources):
+            raise CbstError(f"train_dataset: tags {list(tags)} must be {len(sources)} booleans")
+        parts = [part.map(lambda image, label, tag=bool(tags[i]): (image, label, tf.constant(tag)))
+                 for part, i in zip(parts, keep, strict=True)]
     if len(parts) == 1:
         ds = parts[0]
     else:

@@ -31,6 +31,7 @@ from cbst_tf import progress
 from cbst_tf.errors import CbstError
 from cbst_tf.runtime import Runtime
 from cbst_tf.train.checkpoint import RunCheckpoint
+from cbst_tf.train.crst_loss import regularized_pixels, regularizer_sum
 from cbst_tf.train.loss import masked_cross_entropy_sum, valid_pixel_count
 from cbst_tf.train.optimizer import coupled_l2_loss, current_lr
 
@@ -77,20 +78,30 @@ def _batches(strategy, dataset_fn: DatasetFn, start: int, every: int) -> Iterato
             step += 1
 
 
-def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, xla: bool = False):
+def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, xla: bool = False,
+                    regularizer: tuple[str, float] | None = None):
     """A ``tf.function`` running one optimiser step on a distributed global batch.
 
-    Returns ``(mean loss, valid pixels, all pixels, images)`` over the global batch.
+    Returns ``(mean cross-entropy, valid pixels, all pixels, images)`` over the global batch.
+    ``regularizer``: CRST's model regularisation ``(kind, alpha)`` (batches then carry a third
+    element, ``is_target`` bool [B]): ``alpha`` times the mean ``r(p)`` over the pseudo-labelled
+    target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.regularized_loss`;
+    their count is all-reduced like the labelled count).
     """
     variables = model.trainable_variables
     replicas = strategy.num_replicas_in_sync
+    kind, alpha = regularizer if regularizer is not None else ("none", 0.0)
 
-    def forward_backward(images, labels, global_count):
+    def forward_backward(images, labels, is_target, global_count, global_reg_count):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss_sum, _ = masked_cross_entropy_sum(labels, logits)
+            loss = loss_sum / tf.maximum(global_count, 1.0)
+            if kind != "none":
+                reg_sum, _ = regularizer_sum(labels, logits, is_target, kind)
+                loss = loss + alpha * (reg_sum / tf.maximum(global_reg_count, 1.0))
             # + the optimiser's coupled L2 (gradient wd * w), this replica's share of it
-            loss = loss_sum / tf.maximum(global_count, 1.0) + coupled_l2_loss(optimizer, replicas)
+            loss = loss + coupled_l2_loss(optimizer, replicas)
             scaled = optimizer.scale_loss(loss)
         return tape.gradient(scaled, variables), loss_sum
 
@@ -98,19 +109,25 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     # outside, where tf.distribute places them.
     compiled = tf.function(forward_backward, jit_compile=True) if xla else forward_backward
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, is_target):
         ctx = tf.distribute.get_replica_context()
         count = valid_pixel_count(labels)
         global_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        grads, loss_sum = compiled(images, labels, global_count)
+        global_reg_count = global_count
+        if kind != "none":
+            reg_count = tf.reduce_sum(regularized_pixels(labels, is_target))
+            global_reg_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, reg_count)
+        grads, loss_sum = compiled(images, labels, is_target, global_count, global_reg_count)
         optimizer.apply(grads, variables)
         pixels = tf.cast(tf.size(labels), tf.float32)
         return loss_sum, count, pixels, tf.cast(tf.shape(images)[0], tf.float32)
 
     @tf.function
     def train_step(batch):
-        images, labels = batch
-        per_replica = strategy.run(replica_step, args=(images, labels))
+        images, labels = batch[0], batch[1]
+        # Without MR the batch has no flags; a constant stands in (never read).
+        is_target = batch[2] if kind != "none" else tf.zeros([0], tf.bool)
+        per_replica = strategy.run(replica_step, args=(images, labels, is_target))
         loss_sum, count, pixels, n_images = (
             strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica)
         return loss_sum / tf.maximum(count, 1.0), count, pixels, n_images
@@ -120,7 +137,8 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
 
 def train(model: keras.Model, optimizer, dataset_fn: DatasetFn, rt: Runtime, *, steps: int,
           ckpt_dir: str | Path, checkpoint_every: int, keep_checkpoints: int = 3, log_every: int = 20,
-          tb_dir: str | Path | None = None, description: str = "train") -> LoopResult:
+          tb_dir: str | Path | None = None, description: str = "train",
+          regularizer: tuple[str, float] | None = None) -> LoopResult:
     """Train ``model`` (built in ``rt.strategy.scope()``) until ``steps``, resuming from ``ckpt_dir``.
 
     ``dataset_fn(segment)`` returns the global-batch dataset ``(image, label)`` for steps
@@ -145,7 +163,7 @@ def train(model: keras.Model, optimizer, dataset_fn: DatasetFn, rt: Runtime, *, 
     if latest:
         progress.log(f"{description}: resuming at step {start} from {latest}")
 
-    train_step = make_train_step(model, optimizer, strategy, xla=rt.xla)
+    train_step = make_train_step(model, optimizer, strategy, xla=rt.xla, regularizer=regularizer)
     writer = (tf.summary.create_file_writer(str(tb_dir)) if tb_dir and rt.is_chief
               else tf.summary.create_noop_writer())
     batches = _batches(strategy, dataset_fn, start, checkpoint_every)

@@ -92,16 +92,28 @@ def _finetune_data(cfg: Config, pseudo: Path, subset: list[str], n_target: int,
     """
     from cbst_tf.data.reader import Source, mixed_batches
 
+    tag = model_regularizer(cfg) is not None  # MR needs to know which examples are the target's
+
     def dataset_fn(segment: int) -> tf.data.Dataset:
         seed = segment_seed(cfg.runtime.seed, segment)
         target = Source(pseudo, seed, mine_classes=rare or None, mine_prob=cfg.selftrain.mine_port if rare else 0.0)
         if not subset:
-            return mixed_batches([target], cfg.data, cfg.train.global_batch_size, seed)
+            return mixed_batches([target], cfg.data, cfg.train.global_batch_size, seed,
+                                 tags=[True] if tag else None)
         source = Source(cfg.data.source, seed + 1, subset=subset)
         return mixed_batches([source, target], cfg.data, cfg.train.global_batch_size, seed + 2,
-                             weights=[len(subset), n_target])
+                             weights=[len(subset), n_target], tags=[False, True] if tag else None)
 
     return dataset_fn
+
+
+def model_regularizer(cfg: Config) -> tuple[str, float] | None:
+    """``(kind, alpha)`` of CRST's model regularisation in finetuning (``selftrain.regularizer``
+    mrkld / mrent / mrl2 with ``selftrain.mr_weight``), None for CBST and LRENT."""
+    from cbst_tf.algos.crst import MODEL_REGULARIZERS
+
+    kind = cfg.selftrain.regularizer
+    return (kind, float(cfg.selftrain.mr_weight)) if kind in MODEL_REGULARIZERS else None
 
 
 def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int | None):
@@ -118,9 +130,10 @@ def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
     out, rt = run.path, run.runtime
     model, optimizer = _build(cfg, rt, init, steps, round_)
     t = cfg.train
+    regularizer = model_regularizer(cfg) if round_ is not None else None
     result = train(model, optimizer, dataset_fn, rt, steps=steps, ckpt_dir=out / "ckpt",
                    checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-                   log_every=t.log_every, tb_dir=out / "tb", description=description)
+                   log_every=t.log_every, tb_dir=out / "tb", description=description, regularizer=regularizer)
     final = RunLayout.final(out)
     if rt.is_chief:
         export_weights(model, final)

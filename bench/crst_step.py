@@ -1,0 +1,84 @@
+"""Cost of CRST's model-regularised finetuning step against CBST's, as ratios in one run (JSON).
+
+Issue 30 asks that MR (mrkld, mrent, mrl2) cost at most 5% more per step than CBST. The demo
+preset's network and batch (FCN-8s/VGG16 at width 0.125, 96x192 crops, global batch 8), one
+fixed batch of random images with half the examples flagged as target. Steps of the variants
+are interleaved in rounds (CBST, mrkld, mrent, mrl2, CBST, ...) and each variant's time is the
+median of its rounds, so drift of a shared machine hits every variant alike. Process CPU time
+(``--cpu-time``) is less sensitive to other jobs than wall time.
+
+    python bench/crst_step.py [--rounds 7] [--steps 4] [--cpu-time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("none", "mrkld", "mrent", "mrl2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--cpu-time", action="store_true")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from cbst_tf import runtime
+    from cbst_tf.config import load_config
+    from cbst_tf.models import build_from_config
+    from cbst_tf.train.loop import make_train_step
+    from cbst_tf.train.optimizer import build_optimizer
+
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    preset = Path(str(resources.files("cbst_tf") / "presets" / "demo.yaml"))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(preset, [f"runtime.workdir={tmp}/run"])
+    rt = runtime.setup(cfg)
+    b, (h, w) = cfg.train.global_batch_size, cfg.data.crop_size
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (b, h, w, 3)).astype("float32"))
+    labels = rng.integers(0, cfg.data.num_classes, (b, h, w)).astype("int32")
+    labels[:, : h // 3] = 255  # unselected pixels, as in a pseudo-labelled batch
+    labels = tf.constant(labels)
+    is_target = tf.constant(np.arange(b) % 2 == 1)
+
+    steps = {}
+    for kind in KINDS:  # one model and optimiser per variant: the same work, separate state
+        with rt.strategy.scope():
+            model = build_from_config(cfg)
+            opt = build_optimizer(cfg, model, total_steps=10_000, round_=1)
+        fn = make_train_step(model, opt, rt.strategy, xla=cfg.runtime.xla,
+                             regularizer=None if kind == "none" else (kind, cfg.selftrain.mr_weight))
+        batch = (images, labels) if kind == "none" else (images, labels, is_target)
+        float(fn(batch)[0])  # trace and warm up
+        steps[kind] = (fn, batch)
+
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    for _ in range(args.rounds):
+        for kind, (fn, batch) in steps.items():
+            start = clock()
+            for _ in range(args.steps):
+                float(fn(batch)[0])
+            times[kind].append((clock() - start) / args.steps)
+    base = statistics.median(times["none"])
+    print(json.dumps({
+        "model": f"{cfg.model.name} width {cfg.model.width}", "crop": [h, w], "global_batch": b,
+        "clock": "process CPU" if args.cpu_time else "wall", "rounds": args.rounds, "steps_per_round": args.steps,
+        "cbst_step_s": round(base, 4),
+        "ratio_to_cbst": {k: round(statistics.median(times[k]) / base, 3) for k in KINDS if k != "none"},
+    }))
+
+
+if __name__ == "__main__":
+    main()
