@@ -88,7 +88,7 @@ def _stand_in_init(icfg: Config, out: Path) -> Path:
     from cbst_tf.train.steps import run_pretrain
 
     s = icfg.synth
-    raw = synthesize_stylized(DemoLayout(out).raw("stylized"), s.init_seed, s.size, s.init_images)
+    raw = synthesize_stylized(DemoLayout(out).raw / "stylized", s.init_seed, s.size, s.init_images)
     _convert_once("gta5", raw, None, icfg.data.source, "the stylized init corpus", raw.parent / "stylized.json")
     return run_pretrain(icfg)
 
@@ -150,7 +150,7 @@ def _convert_once(fmt: str, root: Path, split: str | None, dest: str, what: str,
 def prepare_data(cfg: Config, out: Path, seed: int) -> None:
     from cbst_tf.synth.generate import synthesize
 
-    raw = DemoLayout(out).raw("")
+    raw = DemoLayout(out).raw
     s = cfg.synth
     synthesize(out=raw, seed=seed, size=tuple(s.size), n_source=s.n_source, n_target=s.n_target,
                n_val=s.n_val, cities=[], n_city=1)
@@ -240,7 +240,7 @@ def _run(cfg: Config, icfg: Config | None, out: Path, seed: int, fast: bool, sta
     results, panels = stage("evaluate", evaluate_all, cfg, weights, DemoLayout(out))
     figures = write_figures(out, cfg, panels, methods)
     use = stage("use", use_adapted_model, cfg, out, weights,
-                DemoLayout(out).raw("cityscapes") / "leftImg8bit" / "val")
+                DemoLayout(out).raw / "cityscapes" / "leftImg8bit" / "val")
 
     rows = {ROW_NAMES[k]: v for k, v in results.items()}
     table = format_table(rows, cfg.eval.protocol)

@@ -233,8 +233,10 @@ class DemoLayout:
 
     root: Path
 
-    def raw(self, name: str) -> Path:
-        return self.root / "raw" / name
+    @property
+    def raw(self) -> Path:
+        """The rendered datasets in their real layouts (``gta5/``, ``cityscapes/``, ``stylized/``)."""
+        return self.root / "raw"
 
     def data(self, name: str) -> Path:
         return self.root / "data" / name

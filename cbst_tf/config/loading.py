@@ -141,9 +141,10 @@ def require_runnable(cfg: Config) -> None:
     yet (docs/CRST.md, "Integration"): refuse rather than train plain CBST under a CRST name.
     """
     st = cfg.selftrain
-    for key, value, default in (("regularizer", "lrent" if st.regularizer == "lrent" else "none", "none"),
-                                ("target_subset", st.target_subset, None)):
-        if value != default:
+    # (key, value, refused when, what to use instead)
+    for key, value, refused, default in (("regularizer", st.regularizer, st.regularizer == "lrent", "none"),
+                                         ("target_subset", st.target_subset, st.target_subset is not None, None)):
+        if refused:
             raise ConfigError(f"key 'selftrain.{key}' = {value!r}: CRST is not wired into selftrain/finetune yet "
                               f"(issue 30; see docs/CRST.md); use {default!r} for now")
 

@@ -79,7 +79,17 @@ def regularized_loss(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor,
     pass). ``regularizer="none"`` is exactly :mod:`cbst_tf.train.loop`'s loss.
     """
     ce_sum, _ = masked_cross_entropy_sum(labels, logits, ignore_label)
-    loss = ce_sum / tf.maximum(global_count, 1.0)
+    return add_model_regularizer(ce_sum / tf.maximum(global_count, 1.0), labels, logits, is_target,
+                                 regularizer=regularizer, weight=weight, global_reg_count=global_reg_count,
+                                 ignore_label=ignore_label)
+
+
+def add_model_regularizer(loss: tf.Tensor, labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, *,
+                          regularizer: str, weight: float, global_reg_count: tf.Tensor,
+                          ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
+    """``loss + weight * R_sum / max(M, 1)``: MR's term on top of an already computed mean
+    cross-entropy (the training loop keeps its cross-entropy sum for its log); ``loss`` itself
+    for ``regularizer="none"``."""
     if regularizer == "none":
         return loss
     reg_sum, _ = regularizer_sum(labels, logits, is_target, regularizer, ignore_label)

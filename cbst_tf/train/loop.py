@@ -31,7 +31,7 @@ from cbst_tf import progress
 from cbst_tf.errors import CbstError
 from cbst_tf.runtime import Runtime
 from cbst_tf.train.checkpoint import RunCheckpoint
-from cbst_tf.train.crst_loss import regularized_pixels, regularizer_sum
+from cbst_tf.train.crst_loss import add_model_regularizer, regularized_pixels
 from cbst_tf.train.loss import masked_cross_entropy_sum, valid_pixel_count
 from cbst_tf.train.optimizer import coupled_l2_loss, current_lr
 
@@ -85,7 +85,7 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     Returns ``(mean cross-entropy, valid pixels, all pixels, images)`` over the global batch.
     ``regularizer``: CRST's model regularisation ``(kind, alpha)`` (batches then carry a third
     element, ``is_target`` bool [B]): ``alpha`` times the mean ``r(p)`` over the pseudo-labelled
-    target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.regularized_loss`;
+    target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.add_model_regularizer`;
     their count is all-reduced like the labelled count).
     """
     variables = model.trainable_variables
@@ -96,10 +96,8 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss_sum, _ = masked_cross_entropy_sum(labels, logits)
-            loss = loss_sum / tf.maximum(global_count, 1.0)
-            if kind != "none":
-                reg_sum, _ = regularizer_sum(labels, logits, is_target, kind)
-                loss = loss + alpha * (reg_sum / tf.maximum(global_reg_count, 1.0))
+            loss = add_model_regularizer(loss_sum / tf.maximum(global_count, 1.0), labels, logits, is_target,
+                                         regularizer=kind, weight=alpha, global_reg_count=global_reg_count)
             # + the optimiser's coupled L2 (gradient wd * w), this replica's share of it
             loss = loss + coupled_l2_loss(optimizer, replicas)
             scaled = optimizer.scale_loss(loss)
@@ -141,7 +139,8 @@ def train(model: keras.Model, optimizer, dataset_fn: DatasetFn, rt: Runtime, *, 
           regularizer: tuple[str, float] | None = None) -> LoopResult:
     """Train ``model`` (built in ``rt.strategy.scope()``) until ``steps``, resuming from ``ckpt_dir``.
 
-    ``dataset_fn(segment)`` returns the global-batch dataset ``(image, label)`` for steps
+    ``dataset_fn(segment)`` returns the global-batch dataset ``(image, label)`` (with ``regularizer``:
+    ``(image, label, is_target)``) for steps
     ``[segment * checkpoint_every, (segment + 1) * checkpoint_every)``. A non-finite loss stops
     with a one-line :class:`CbstError`; no checkpoint is written after it.
     """
