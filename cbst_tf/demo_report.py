@@ -17,9 +17,9 @@ METHODS = ("st", "cbst", "cbst_sp")
 #: Every self-training row the demo can run: id -> (``selftrain.method``, ``selftrain.regularizer``).
 #: The CRST rows regularise CBST (-SP: with the spatial priors), as the paper's MRKLD-SP.
 ROWS = {"st": ("st", "none"), "cbst": ("cbst", "none"), "cbst_sp": ("cbst_sp", "none"),
-        **{f"{r}{sp}": (f"cbst{sp}", r) for r in ("mrkld", "mrent", "mrl2") for sp in ("", "_sp")}}
+        **{f"{r}{sp}": (f"cbst{sp}", r) for r in ("mrkld", "mrent", "mrl2", "lrent") for sp in ("", "_sp")}}
 ROW_NAMES = {"source_only": "Source only", "st": "ST", "cbst": "CBST", "cbst_sp": "CBST-SP",
-             **{f"{r}{sp}": r.upper() + sp.replace("_sp", "-SP") for r in ("mrkld", "mrent", "mrl2")
+             **{f"{r}{sp}": r.upper() + sp.replace("_sp", "-SP") for r in ("mrkld", "mrent", "mrl2", "lrent")
                 for sp in ("", "_sp")},
              "oracle": "Oracle (target labels)"}
 
@@ -35,8 +35,7 @@ def parse_methods(text: str | None) -> tuple[str, ...]:
     rows = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     for row in rows:
         if row not in ROWS:
-            hint = " (LRENT is not wired into the label step yet: issue 30)" if row.startswith("lrent") else ""
-            raise ConfigError(f"--methods: unknown row {quote(row)}{hint}; known: {', '.join(ROWS)}")
+            raise ConfigError(f"--methods: unknown row {quote(row)}; known: {', '.join(ROWS)}")
     if not rows:
         raise ConfigError(f"--methods {quote(text)}: no rows; known: {', '.join(ROWS)}")
     return rows

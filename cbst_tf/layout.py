@@ -158,6 +158,11 @@ class RunLayout:
     def priors_file(self) -> Path:
         return self.priors_step.priors
 
+    @property
+    def target_subset(self) -> Path:
+        """CRST's class-balanced target subset (``selftrain.target_subset``), made once from the source model."""
+        return self.root / "target_subset.json"
+
     def round(self, round_: int) -> Path:
         return self.root / f"round_{round_}"
 

@@ -24,7 +24,7 @@ from cbst_tf.algos.crst import (
     subset_size,
 )
 from cbst_tf.algos.histogram import prior_scale
-from cbst_tf.config import SelfTrainConfig, load_config, require_runnable
+from cbst_tf.config import SelfTrainConfig, load_config
 from cbst_tf.errors import CbstError, ConfigError
 from cbst_tf.selftrain.logit_cache import probs_from_logits
 from cbst_tf.selftrain.soft_labels import SoftLabeller, soft_labels_from_logits
@@ -418,13 +418,12 @@ def test_config_defaults_are_cbst_and_the_official_weights():
     import typing
 
     assert typing.get_args(typing.get_type_hints(SelfTrainConfig)["regularizer"]) == REGULARIZERS
-    require_runnable(cfg)  # the default runs
 
 
 @pytest.mark.parametrize("override, needle", [
     ("selftrain.regularizer=mrkl", "expects one of 'none', 'mrkld', 'mrent', 'mrl2', 'lrent'"),
     ("selftrain.mr_weight=-0.1", "key 'selftrain.mr_weight' = -0.1 is out of range [0, 100]"),
-    ("selftrain.lr_weight=0", "key 'selftrain.lr_weight' = 0.0 is out of range [0.001, 100]"),
+    ("selftrain.lr_weight=-0.25", "key 'selftrain.lr_weight' = -0.25 is out of range [0, 100]"),
     ("selftrain.target_subset=0", "key 'selftrain.target_subset' = 0.0 is out of range (0, 1]"),
     ("selftrain.target_subset=1.5", "is out of range (0, 1]"),
 ])
@@ -439,14 +438,3 @@ def test_a_regulariser_needs_cbst_labels():
         load_config(None, ["selftrain.method=st", "selftrain.regularizer=lrent"])
     assert load_config(None, ["selftrain.method=cbst", "selftrain.regularizer=mrl2"]).selftrain.regularizer == "mrl2"
 
-
-@pytest.mark.parametrize("override", ["selftrain.regularizer=lrent", "selftrain.target_subset=0.16975"])
-def test_training_refuses_crst_settings_until_they_are_wired(tmp_path, override):
-    from cbst_tf.selftrain.driver import run_selftrain
-    from cbst_tf.train.steps import run_finetune
-
-    cfg = load_config(None, [override, f"runtime.workdir={tmp_path / 'run'}"])
-    for run in (lambda: run_selftrain(cfg), lambda: run_finetune(cfg, 1)):
-        with pytest.raises(ConfigError, match="not wired into selftrain/finetune yet"):
-            run()
-    assert not (tmp_path / "run").exists()

@@ -13,7 +13,6 @@ from cbst_tf.config.loading import (
     derive,
     dump_yaml,
     load_config,
-    require_runnable,
     save_resolved,
     to_dict,
     validate,
@@ -41,6 +40,6 @@ from cbst_tf.config.schema import (
 __all__ = [
     "MAX_COUNT", "MAX_SEED", "REFERENCE_END", "REFERENCE_START", "Config", "DataConfig", "EvalConfig",
     "ModelConfig", "RuntimeConfig", "SelfTrainConfig", "SynthConfig", "TrainConfig", "derive", "dump_yaml",
-    "load_config", "parse_override", "reference_markdown", "require_runnable", "save_resolved", "to_dict",
+    "load_config", "parse_override", "reference_markdown", "save_resolved", "to_dict",
     "update_reference_block", "validate",
 ]

@@ -132,23 +132,6 @@ def validate(cfg: Config, where: str, origins: dict[str, str] | None = None) -> 
         )
 
 
-def require_runnable(cfg: Config) -> None:
-    """One-line error for settings that load but that ``selftrain``/``finetune`` do not run yet.
-
-    CRST's model regularisers (mrkld, mrent, mrl2) are wired into finetuning; LRENT's soft labels
-    and the class-balanced target subset exist as algorithms (cbst_tf/algos/crst.py,
-    cbst_tf/selftrain/soft_labels.py) but the label step and the input pipeline do not use them
-    yet (docs/CRST.md, "Integration"): refuse rather than train plain CBST under a CRST name.
-    """
-    st = cfg.selftrain
-    # (key, value, refused when, what to use instead)
-    for key, value, refused, default in (("regularizer", st.regularizer, st.regularizer == "lrent", "none"),
-                                         ("target_subset", st.target_subset, st.target_subset is not None, None)):
-        if refused:
-            raise ConfigError(f"key 'selftrain.{key}' = {value!r}: CRST is not wired into selftrain/finetune yet "
-                              f"(issue 30; see docs/CRST.md); use {default!r} for now")
-
-
 def to_dict(cfg: Config) -> dict:
     """The config as plain nested dicts (for YAML/JSON)."""
     return dataclasses.asdict(cfg)

@@ -97,7 +97,8 @@ class SelfTrainConfig:
     # alpha of the MR loss, applied once (official --mr-weight-kld 0.1; the official code applies
     # it twice, an effective 0.01: docs/CRST.md).
     mr_weight: float = field(default=0.1, metadata=_rng(0.0, 100.0))
-    lr_weight: float = field(default=0.25, metadata=_rng(0.001, 100.0))  # official --lr-weight-ent
+    # alpha of LRENT (official --lr-weight-ent 0.25); 0 is the limit alpha -> 0, i.e. CBST.
+    lr_weight: float = field(default=0.25, metadata=_rng(0.0, 100.0))
     # Opt-in: self-train on this share of the target images, those with the highest class-balanced
     # confidence score of the source model (official CRST/CBST target: 505 of Cityscapes' 2,975
     # train images, 0.16975); null = every target image.

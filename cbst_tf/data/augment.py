@@ -13,7 +13,7 @@ parallel calls still produces the same crops for the same seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -52,15 +52,22 @@ def _mined_offset(label: tf.Tensor, classes: tf.Tensor, crop_hw: tuple[int, int]
 
 def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *, crop_hw: Sequence[int],
             scale_range: Sequence[float], mean: Sequence[float], flip: bool = True,
-            mine_classes: Sequence[int] | None = None, mine_prob: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
+            mine_classes: Sequence[int] | None = None, mine_prob: float = 0.0,
+            soft: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None) -> tuple[tf.Tensor, ...]:
     """Scale, pad, crop (random or mined) and flip one example.
 
     ``image``: float32 (H, W, 3) RGB 0..255; ``label``: uint8 (H, W) train ids; ``seed``:
     int64 (2,) per-example seed. Returns float32 (ch, cw, 3) and int32 (ch, cw).
+
+    ``soft(size, offset)`` (LRENT): the (ch, cw, C) soft labels of the crop at ``offset`` (int32
+    (2,)) of the image rescaled to ``size`` (int32 (2,)); they are flipped with the crop and
+    zeroed where the label is 255, and returned third. The random draws are the same with or
+    without it, so the image and label crops are too.
     """
     ch, cw = int(crop_hw[0]), int(crop_hw[1])
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
     lo, hi = float(scale_range[0]), float(scale_range[1])
+    size = tf.shape(label)[:2]
     if hi > lo or lo != 1.0:
         scale = tf.random.stateless_uniform([], seeds[0], lo, hi) if hi > lo else tf.constant(lo)
         hw = tf.cast(tf.shape(label)[:2], tf.float32)
@@ -79,10 +86,16 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *, crop_hw: Seq
         oy, ox = tf.where(mine, my, oy), tf.where(mine, mx, ox)
     image = image[oy:oy + ch, ox:ox + cw]
     label = label[oy:oy + ch, ox:ox + cw]
+    y = soft(size, tf.stack([oy, ox])) if soft is not None else None
     if flip:
         flip_it = tf.random.stateless_uniform([], seeds[6]) < 0.5
         image = tf.cond(flip_it, lambda: image[:, ::-1], lambda: image)
         label = tf.cond(flip_it, lambda: label[:, ::-1], lambda: label)
+        if y is not None:
+            y = tf.cond(flip_it, lambda: y[:, ::-1], lambda: y)
     image = tf.ensure_shape(image, [ch, cw, 3])
     label = tf.ensure_shape(tf.cast(label, tf.int32), [ch, cw])
-    return image, label
+    if y is None:
+        return image, label
+    y = tf.where(tf.equal(label, 255)[..., tf.newaxis], tf.zeros_like(y), y)
+    return image, label, tf.ensure_shape(y, [ch, cw, None])

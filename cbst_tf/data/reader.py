@@ -104,7 +104,10 @@ class Source:
     ``subset``: None or the ``source_id`` strings to keep (nested source subsets of
     finetuning; its size counts as the number of examples). ``mine_classes``/``mine_prob``:
     hard-sample mining crops (section 5), e.g. for the pseudo-labelled target only. ``seed``:
-    its shuffling and augmentation (the same seed gives the same examples).
+    its shuffling and augmentation (the same seed gives the same examples). ``soft``: LRENT
+    pseudo-labels, whose soft labels each crop rebuilds from its record's stride logits (an
+    object with ``parse(serialized)`` and ``crop(logits, size, offset, crop_hw)``,
+    :class:`cbst_tf.selftrain.soft_crop.CropSoftLabels`).
     """
 
     directory: str | Path
@@ -112,29 +115,50 @@ class Source:
     subset: Collection[str] | None = None
     mine_classes: Sequence[int] | None = None
     mine_prob: float = 0.0
+    soft: Any = None
 
 
-def source_examples(source: Source, data_cfg: DataConfig, manifest: dict | None = None) -> tuple[tf.data.Dataset, int]:
+def source_examples(source: Source, data_cfg: DataConfig, manifest: dict | None = None,
+                    soft_classes: int | None = None) -> tuple[tf.data.Dataset, int]:
     """Infinite, shuffled, augmented UNBATCHED examples ``(image float32 [h,w,3], label int32 [h,w])``
-    of one directory, and its number of examples (to weight it in a mix)."""
+    of one directory, and its number of examples (to weight it in a mix).
+
+    ``soft_classes`` (LRENT's finetuning): a third element, float32 [h,w,C] soft labels: the
+    source's rebuilt LRENT labels (``source.soft``), else the one-hot of the label (all zero
+    where it is 255), as the official code feeds source images to the soft cross-entropy."""
     manifest = read_manifest(source.directory) if manifest is None else manifest
     size = manifest["num_examples"] if source.subset is None else len(set(source.subset))
     seed = source.seed
     crop = tuple(int(v) for v in data_cfg.crop_size)
     mine = [int(c) for c in source.mine_classes] if source.mine_classes is not None else None
 
-    def load(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    if source.soft is not None and soft_classes != source.soft.num_classes:
+        raise CbstError(f"{source.directory}: soft labels of {source.soft.num_classes} classes in a mix of "
+                        f"{soft_classes}")
+
+    def load(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         ex = decode_example(serialized)
         example_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        return augment(ex["image"], ex["label"], example_seed, crop_hw=crop, scale_range=data_cfg.scale_range,
-                       mean=data_cfg.image_mean, flip=data_cfg.flip, mine_classes=mine, mine_prob=source.mine_prob)
+        soft = None
+        if source.soft is not None:
+            logits = source.soft.parse(serialized)
+            soft = lambda size, offset: source.soft.crop(logits, size, offset, crop)  # noqa: E731
+        out = augment(ex["image"], ex["label"], example_seed, crop_hw=crop, scale_range=data_cfg.scale_range,
+                      mean=data_cfg.image_mean, flip=data_cfg.flip, mine_classes=mine, mine_prob=source.mine_prob,
+                      soft=soft)
+        if soft_classes is None:
+            return out
+        # one-hot for hard labels: tf.one_hot gives zeros for 255
+        y = out[2] if soft is not None else tf.one_hot(out[1], soft_classes, dtype=tf.float32)
+        return out[0], out[1], tf.ensure_shape(y, [*crop, soft_classes])
 
     ds = _records(source.directory, manifest, data_cfg, seed + 7919, source.subset)
     return ds.enumerate().map(load, num_parallel_calls=data_cfg.parallel_calls, deterministic=True), size
 
 
 def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: int, seed: int,
-                  weights: Sequence[float] | None = None, tags: Sequence[bool] | None = None) -> tf.data.Dataset:
+                  weights: Sequence[float] | None = None, tags: Sequence[bool] | None = None,
+                  soft_classes: int | None = None) -> tf.data.Dataset:
     """THE training input of every step: each source's examples, mixed by ``weights``
     (``tf.data.Dataset.sample_from_datasets`` seeded with ``seed``; default: in proportion to
     the sources' sizes, so every example is equally likely), then batched and prefetched.
@@ -142,7 +166,8 @@ def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: i
     Infinite batches ``(image float32 [B,h,w,3] RGB 0..255, label int32 [B,h,w])``. With ``tags``
     (one bool per source, e.g. "is a pseudo-labelled target"), a third element ``bool [B]`` says
     which source each example came from (CRST's model regularisation applies to the target only);
-    the examples and their order are the same as without.
+    the examples and their order are the same as without. With ``soft_classes`` (LRENT), the
+    third element is instead float32 [B,h,w,C] soft labels (:func:`source_examples`).
     """
     if not sources:
         raise CbstError("train_dataset: no directories given")
@@ -162,7 +187,9 @@ def mixed_batches(sources: Sequence[Source], data_cfg: DataConfig, batch_size: i
     keep = [i for i, w in enumerate(weights) if w > 0]
     if not keep:
         raise CbstError(f"train_dataset: nothing to sample from {[str(s.directory) for s in sources]}")
-    parts = [source_examples(sources[i], data_cfg, manifests[i])[0] for i in keep]
+    parts = [source_examples(sources[i], data_cfg, manifests[i], soft_classes)[0] for i in keep]
+    if tags is not None and soft_classes is not None:
+        raise CbstError("train_dataset: tags (model regularisation) and soft labels (LRENT) exclude each other")
     if tags is not None:
         if len(tags) != len(sources):
             raise CbstError(f"train_dataset: tags {list(tags)} must be {len(sources)} booleans")
@@ -204,16 +231,19 @@ def train_dataset(
 
 
 def eval_dataset(directory: str | Path, data_cfg: DataConfig, *, shard: tuple[int, int] = (0, 1),
-                 decode: bool = True) -> tf.data.Dataset:
+                 decode: bool = True, subset: Collection[str] | None = None) -> tf.data.Dataset:
     """Ordered, unbatched dicts ``image, label, source_id, encoded, format``; ``shard=(i, n)``
     keeps examples i, i+n, i+2n, ... of the directory's order. ``decode=False`` skips
     image decoding and yields the raw fields of ``parse_example`` (``encoded, format,
-    height, width, label, source_id``)."""
+    height, width, label, source_id``). ``subset``: only the examples with these ``source_id``\ s
+    (kept before slicing, so the slices split the subset)."""
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise CbstError(f"eval_dataset: shard {shard} must satisfy 0 <= i < n")
     manifest = read_manifest(directory)
     ds = tf.data.TFRecordDataset(_shard_files(directory, manifest))
+    if subset is not None:
+        ds = _keep(ds, subset, keep=True)
     if n > 1:
         ds = ds.shard(n, i)
     ds = _without_bad(ds, directory, data_cfg)

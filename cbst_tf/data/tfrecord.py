@@ -24,6 +24,11 @@ KEY_HEIGHT = "image/height"
 KEY_WIDTH = "image/width"
 KEY_LABEL = "image/segmentation/class/encoded"
 KEY_SOURCE_ID = "image/source_id"
+# LRENT pseudo-labels only: the label step's stride-level float16 logits, one entry per test
+# pass (raw little-endian bytes) and their shapes (h, w, C per pass), from which finetuning
+# rebuilds the soft labels of each crop (cbst_tf/selftrain/soft_crop.py).
+KEY_LOGITS = "image/logits"
+KEY_LOGITS_SHAPE = "image/logits/shape"
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -64,8 +69,10 @@ def make_example(
     width: int,
     source_id: str,
     label: np.ndarray | bytes | None = None,
+    logits: list[np.ndarray] | None = None,
 ) -> tf.train.Example:
-    """Build one example; ``label`` is a (H, W) uint8 train-id array, PNG bytes or None."""
+    """Build one example; ``label`` is a (H, W) uint8 train-id array, PNG bytes or None;
+    ``logits`` (LRENT pseudo-labels) the label step's float16 (h, w, C) stride logits per pass."""
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image format must be 'png' or 'jpeg', got {image_format!r}")
     feature = {
@@ -82,6 +89,13 @@ def make_example(
                 raise ValueError(f"{source_id}: label shape {label.shape} != image ({height}, {width})")
             label = encode_label_png(label)
         feature[KEY_LABEL] = _bytes(label)
+    if logits:
+        arrays = [np.ascontiguousarray(x, dtype="<f2") for x in logits]
+        if any(a.ndim != 3 for a in arrays):
+            raise ValueError(f"{source_id}: logits must be (h, w, C) arrays, got {[a.shape for a in arrays]}")
+        feature[KEY_LOGITS] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[a.tobytes() for a in arrays]))
+        feature[KEY_LOGITS_SHAPE] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[int(v) for a in arrays for v in a.shape]))
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
@@ -109,6 +123,17 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "label": f[KEY_LABEL],
         "source_id": f[KEY_SOURCE_ID],
     }
+
+
+def parse_logits(serialized: tf.Tensor, num_passes: int) -> list[tf.Tensor]:
+    """The ``num_passes`` float16 (h, w, C) stride-logit tensors of an LRENT pseudo-label record
+    (graph-safe; a record without them fails the parse, naming the feature)."""
+    f = tf.io.parse_single_example(serialized, {
+        KEY_LOGITS: tf.io.FixedLenFeature([num_passes], tf.string),
+        KEY_LOGITS_SHAPE: tf.io.FixedLenFeature([3 * num_passes], tf.int64)})
+    shapes = tf.reshape(tf.cast(f[KEY_LOGITS_SHAPE], tf.int32), [num_passes, 3])
+    return [tf.reshape(tf.io.decode_raw(f[KEY_LOGITS][i], tf.float16, little_endian=True), shapes[i])
+            for i in range(num_passes)]
 
 
 def parse_source_id(serialized: tf.Tensor) -> tf.Tensor:

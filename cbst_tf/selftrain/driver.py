@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cbst_tf import progress
-from cbst_tf.config import Config, derive, require_runnable
+from cbst_tf.config import Config, derive
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.layout import RunLayout, priors_file, weights_before_round
@@ -32,7 +32,6 @@ def _require_source_model(cfg: Config) -> None:
 
 def run_selftrain(cfg: Config) -> Path:
     """Run (or resume) the whole experiment; returns the final model's weights file."""
-    require_runnable(cfg)
     _require_source_model(cfg)
     layout = RunLayout.of(cfg)
     # The run directory's own config.yaml; each step below has its own lifecycle (and DONE).

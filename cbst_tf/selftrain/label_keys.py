@@ -24,6 +24,15 @@ def method_mode(cfg: Config) -> tuple[str, bool]:
     return METHOD_MODE[method], method.endswith("_sp")
 
 
+def lrent_weight(cfg: Config) -> float | None:
+    """LRENT's ``alpha`` (``selftrain.lr_weight``) when the round's labels are soft, else None.
+
+    ``lr_weight: 0`` is LRENT's limit ``alpha -> 0``: Eq. 8's hard labels and the plain
+    cross-entropy, i.e. CBST exactly (docs/CRST.md)."""
+    st = cfg.selftrain
+    return float(st.lr_weight) if st.regularizer == "lrent" and st.lr_weight > 0 else None
+
+
 #: Settings that do not change round R's pseudo-labels (training, the other rounds).
 LABEL_IGNORES = ("train.", "selftrain.rounds", "selftrain.source_portion", "selftrain.mine_port",
                  "selftrain.epochs_per_round", "selftrain.lr", "selftrain.schedule", "data.source", "data.target_eval",
@@ -54,4 +63,8 @@ def label_key(cfg: Config, round_: int) -> str:
                 "image_mean": d.image_mean, "input_scale": d.input_scale, "skip_bad": d.skip_bad,
                 "passes": [st.test_scales, st.test_flip], "precision": cfg.runtime.precision,
                 "subsample": st.subsample, "method": method_mode(cfg), "prior_norm": st.prior_norm}
+    if lrent_weight(cfg) is not None:  # LRENT's records (selection and stored logits) differ from CBST's
+        settings["lrent"] = lrent_weight(cfg)
+    if st.target_subset is not None:  # the images (chosen by the inputs above and the portion)
+        settings["target_subset"] = st.target_subset
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

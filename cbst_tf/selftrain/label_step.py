@@ -17,7 +17,10 @@ to the TFRecord. Phase ``write`` reads the target records without decoding the i
 Disk: the pseudo-label TFRecords re-store the target image bytes (Cityscapes train,
 2,975 PNGs: about 6.5 GB per round) plus a small PNG of train ids per image; the logit
 cache (float16, 1/8 resolution: about 1.2 MB per image and test pass) is deleted once the
-round's labels are complete.
+round's labels are complete. CRST's LRENT (``selftrain.regularizer: lrent``) selects with
+its own rule (:class:`~cbst_tf.selftrain.soft_labels.HardOfSoft`) and stores each image's
+stride logits in its record, from which finetuning rebuilds the soft labels of every crop
+(:mod:`~cbst_tf.selftrain.soft_crop`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from cbst_tf.io import atomic_write_json, read_json
 from cbst_tf.layout import LabelLayout, RunLayout, priors_file, require, weights_before_round
 from cbst_tf.selftrain.device_ops import ScaledPriors
 from cbst_tf.selftrain.histogram_file import histogram_key, load_histogram, save_histogram
-from cbst_tf.selftrain.label_keys import LABEL_IGNORES, label_inputs, label_key, method_mode
+from cbst_tf.selftrain.label_keys import LABEL_IGNORES, label_inputs, label_key, lrent_weight, method_mode
 from cbst_tf.selftrain.logit_cache import (
     BackgroundWriter,
     StrideLogits,
@@ -87,12 +90,14 @@ def _stride_logits(cfg: Config, round_: int) -> StrideLogits:
 
 def _target_examples(cfg: Config, shard: tuple[int, int], decode: bool = True):
     from cbst_tf.data.reader import eval_dataset, read_manifest
+    from cbst_tf.selftrain.target_subset import target_subset_ids
 
     if not cfg.data.target:
         raise CbstError("data.target: no unlabelled target TFRecord directory configured")
-    total = int(read_manifest(cfg.data.target)["num_examples"])
+    subset = target_subset_ids(cfg)  # CRST's class-balanced subset (opt-in), else every image
+    total = int(read_manifest(cfg.data.target)["num_examples"]) if subset is None else len(subset)
     count = len(range(shard[0], total, shard[1]))
-    return eval_dataset(cfg.data.target, cfg.data, shard=shard, decode=decode).as_numpy_iterator(), count
+    return eval_dataset(cfg.data.target, cfg.data, shard=shard, decode=decode, subset=subset).as_numpy_iterator(), count
 
 
 def _cache_dir(lab: LabelLayout, round_: int, shard: tuple[int, int], key: str) -> Path:
@@ -190,6 +195,7 @@ def _phase_write(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, i
     from cbst_tf.data.tfrecord import encode_label_png
     from cbst_tf.evaluate.protocols import get_protocol
     from cbst_tf.selftrain.device_ops import DeviceLabeller
+    from cbst_tf.selftrain.soft_labels import HardOfSoft
 
     i, n = shard
     part = lab.part(i, n)
@@ -202,8 +208,9 @@ def _phase_write(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, i
     info = round_thresholds(cfg, lab, round_, n, key)
     mode, _ = method_mode(cfg)
     c = cfg.data.num_classes
-    labeller = DeviceLabeller(np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64),
-                              mode, c)
+    thresholds = np.array([np.inf if t is None else t for t in info["thresholds"]], np.float64)
+    alpha = lrent_weight(cfg)
+    labeller = DeviceLabeller(thresholds, mode, c) if alpha is None else HardOfSoft(thresholds, alpha, c)
     cache_dir = _cache_dir(lab, round_, shard, key)
     examples, count = _target_examples(cfg, shard, decode=False)
     selected = np.zeros(c, np.int64)
@@ -241,7 +248,9 @@ def _phase_write(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, i
                              "pseudo-label precision/recall left out of stats.json")
             if preview:
                 previews.append((image.numpy(), labels))
-            yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts
+            # LRENT: the stride logits travel with the record; finetuning rebuilds y per crop
+            stored = [np.asarray(x) for x in logits] if alpha is not None else None
+            yield ex["encoded"], ex["format"].decode(), size, source_id, encode_label_png(labels), counts, stored
 
     write_part(lab, shard, records(), selected, previews,
                quality=lambda: quality if labelled[0] == count and not warned else None, key=key)

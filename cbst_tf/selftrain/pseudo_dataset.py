@@ -42,7 +42,8 @@ def write_part(lab: LabelLayout, shard: tuple[int, int], records: Iterable, sele
     """Write slice i's TFRecord, then its part summary (the part file marks it complete).
 
     ``records`` yields ``(encoded image, format, (h, w), source_id, label PNG bytes,
-    (256,) pixel counts of the label values)`` and is consumed lazily (one image in memory
+    (256,) pixel counts of the label values, stride logits per pass or None)`` (the logits:
+    LRENT's, stored for finetuning to rebuild the soft labels) and is consumed lazily (one image in memory
     at a time); ``selected`` and ``previews`` are read only after it is exhausted, so its
     producer may fill them. ``quality``, called after that too, returns the slice's
     :func:`~cbst_tf.algos.quality.quality_counts` when every image had target labels.
@@ -55,8 +56,8 @@ def write_part(lab: LabelLayout, shard: tuple[int, int], records: Iterable, sele
     count = 0
     with atomic_path(lab.pseudo_shard(i, n)) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for encoded, fmt, (h, w), source_id, label_png, counts in records:
-                writer.write(make_example(encoded, fmt, h, w, source_id, label_png).SerializeToString())
+            for encoded, fmt, (h, w), source_id, label_png, counts, logits in records:
+                writer.write(make_example(encoded, fmt, h, w, source_id, label_png, logits).SerializeToString())
                 pixels += counts
                 sizes[f"{h}x{w}"] += 1
                 count += 1
@@ -85,6 +86,24 @@ def _write_preview(path: Path, previews: list) -> None:
         atomic_write_bytes(path, buf.tobytes())
 
 
+def soft_label_spec(cfg: Config, info: dict) -> dict | None:
+    """What finetuning rebuilds LRENT's soft labels from besides each record's stride logits
+    (None for hard labels): ``alpha``, the round's thresholds (null = +inf), the number of test
+    passes stored per record, and the digest of the spatial priors (-SP) they were made with."""
+    from cbst_tf.inference import inference_passes
+    from cbst_tf.io import file_digest
+    from cbst_tf.layout import priors_file
+    from cbst_tf.selftrain.label_keys import lrent_weight, method_mode
+
+    alpha = lrent_weight(cfg)
+    if alpha is None:
+        return None
+    st = cfg.selftrain
+    return {"regularizer": "lrent", "lr_weight": alpha, "thresholds": info["thresholds"],
+            "passes": len(inference_passes(st.test_scales, st.test_flip)),
+            "priors": file_digest(priors_file(cfg)) if method_mode(cfg)[1] else None}
+
+
 def finalize_if_complete(cfg: Config, lab: LabelLayout, n: int, key: str | None = None) -> bool:
     """Once every slice's part exists (made under ``key``): manifest, ``stats.json`` and ``DONE``. Idempotent."""
     parts = [lab.part(i, n) for i in range(n)]
@@ -108,8 +127,15 @@ def finalize_if_complete(cfg: Config, lab: LabelLayout, n: int, key: str | None 
         class_names=CLASS_NAMES[:c], shards=[s["shard"] for s in summaries],
         shard_counts=[s["num_images"] for s in summaries], skipped=[],
         command=f"cbst-tf label --round {info['round']}")
+    soft = soft_label_spec(cfg, info)
+    if soft is not None:
+        manifest["soft_labels"] = soft
     atomic_write_json(lab.pseudo_manifest, manifest)
     stats = dict(info)
+    if cfg.selftrain.regularizer != "none":
+        stats["regularizer"] = cfg.selftrain.regularizer
+    if soft is not None:
+        stats["lr_weight"] = soft["lr_weight"]
     stats.update({
         "selected_pixels": [int(v) for v in selected],
         "selected_share": float(selected.sum() / max(1, sum(info["predicted_pixels"]))),

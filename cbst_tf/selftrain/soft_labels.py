@@ -44,7 +44,7 @@ def _status(values: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.reduce_any(values < 0), NEGATIVE, tf.where(in_range, OK, NOT_FINITE))
 
 
-def _lrent(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def lrent_graph(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(soft (H, W, C) float32, labels (H, W) uint8, status) for float32 potentials."""
     shape = tf.shape(values)
     c = values.shape[-1]
@@ -94,11 +94,11 @@ class SoftLabeller:
 
         @tf.function(input_signature=[sig, tsig], autograph=False)
         def plain(probs, t):
-            return _lrent(probs, t, a)
+            return lrent_graph(probs, t, a)
 
         @tf.function(input_signature=[sig, sig, tsig], autograph=False)
         def with_priors(probs, scaled_priors, t):
-            return _lrent(potentials_graph(probs, scaled_priors), t, a)
+            return lrent_graph(potentials_graph(probs, scaled_priors), t, a)
 
         self._plain, self._with_priors = plain, with_priors
 
@@ -113,6 +113,23 @@ class SoftLabeller:
             soft, labels, status = self._with_priors(probs, priors.values, self.thresholds * priors.scale)
         check_status(status, name)
         return soft, labels
+
+
+class HardOfSoft:
+    """LRENT's selection with :class:`~cbst_tf.selftrain.device_ops.DeviceLabeller`'s interface,
+    for the label step: the hard labels of the soft labels (``argmax y`` where selected, 255
+    elsewhere) and their pixel counts. ``y`` itself is rebuilt per training crop from the
+    stored logits (:mod:`cbst_tf.selftrain.soft_crop`)."""
+
+    def __init__(self, thresholds: np.ndarray, alpha: float, num_classes: int):
+        self.labeller = SoftLabeller(thresholds, alpha, num_classes)
+
+    def __call__(self, probs: tf.Tensor, priors: np.ndarray | ScaledPriors | None = None,
+                 name: str = "prob_map") -> tuple[np.ndarray, np.ndarray]:
+        """((H, W) uint8 labels, (256,) int64 pixel counts of each label value)."""
+        _, labels = self.labeller(probs, priors, name=name)
+        labels = labels.numpy()
+        return labels, np.bincount(labels.ravel(), minlength=256).astype(np.int64)
 
 
 def soft_labels_from_logits(logits: Sequence[np.ndarray | tf.Tensor], size: tuple[int, int],

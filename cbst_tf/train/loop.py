@@ -31,7 +31,12 @@ from cbst_tf import progress
 from cbst_tf.errors import CbstError
 from cbst_tf.runtime import Runtime
 from cbst_tf.train.checkpoint import RunCheckpoint
-from cbst_tf.train.crst_loss import add_model_regularizer, regularized_pixels
+from cbst_tf.train.crst_loss import (
+    add_model_regularizer,
+    regularized_pixels,
+    soft_cross_entropy_sum,
+    soft_label_count,
+)
 from cbst_tf.train.loss import masked_cross_entropy_sum, valid_pixel_count
 from cbst_tf.train.optimizer import coupled_l2_loss, current_lr
 
@@ -86,18 +91,27 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     ``regularizer``: CRST's model regularisation ``(kind, alpha)`` (batches then carry a third
     element, ``is_target`` bool [B]): ``alpha`` times the mean ``r(p)`` over the pseudo-labelled
     target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.add_model_regularizer`;
-    their count is all-reduced like the labelled count).
+    their count is all-reduced like the labelled count). ``("lrent", alpha)``: CRST's label
+    regularisation; the third element is then float32 [B, h, w, C] soft labels and the loss is
+    the soft cross-entropy ``-sum_k y_k log p_k`` over the pixels with ``sum_k y_k != 0`` of the
+    global batch (:func:`cbst_tf.train.crst_loss.soft_cross_entropy_sum`; ``alpha`` is already in
+    the labels).
     """
     variables = model.trainable_variables
     replicas = strategy.num_replicas_in_sync
     kind, alpha = regularizer if regularizer is not None else ("none", 0.0)
+    soft = kind == "lrent"
 
-    def forward_backward(images, labels, is_target, global_count, global_reg_count):
+    def forward_backward(images, labels, extra, global_count, global_reg_count):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss_sum, _ = masked_cross_entropy_sum(labels, logits)
-            loss = add_model_regularizer(loss_sum / tf.maximum(global_count, 1.0), labels, logits, is_target,
-                                         regularizer=kind, weight=alpha, global_reg_count=global_reg_count)
+            if soft:
+                loss_sum, _ = soft_cross_entropy_sum(extra, logits)
+                loss = loss_sum / tf.maximum(global_count, 1.0)
+            else:
+                loss_sum, _ = masked_cross_entropy_sum(labels, logits)
+                loss = add_model_regularizer(loss_sum / tf.maximum(global_count, 1.0), labels, logits, extra,
+                                             regularizer=kind, weight=alpha, global_reg_count=global_reg_count)
             # + the optimiser's coupled L2 (gradient wd * w), this replica's share of it
             loss = loss + coupled_l2_loss(optimizer, replicas)
             scaled = optimizer.scale_loss(loss)
@@ -107,15 +121,15 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     # outside, where tf.distribute places them.
     compiled = tf.function(forward_backward, jit_compile=True) if xla else forward_backward
 
-    def replica_step(images, labels, is_target):
+    def replica_step(images, labels, extra):
         ctx = tf.distribute.get_replica_context()
-        count = valid_pixel_count(labels)
+        count = soft_label_count(extra) if soft else valid_pixel_count(labels)
         global_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
         global_reg_count = global_count
-        if kind != "none":
-            reg_count = tf.reduce_sum(regularized_pixels(labels, is_target))
+        if kind not in ("none", "lrent"):
+            reg_count = tf.reduce_sum(regularized_pixels(labels, extra))
             global_reg_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, reg_count)
-        grads, loss_sum = compiled(images, labels, is_target, global_count, global_reg_count)
+        grads, loss_sum = compiled(images, labels, extra, global_count, global_reg_count)
         optimizer.apply(grads, variables)
         pixels = tf.cast(tf.size(labels), tf.float32)
         return loss_sum, count, pixels, tf.cast(tf.shape(images)[0], tf.float32)
@@ -123,9 +137,9 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     @tf.function
     def train_step(batch):
         images, labels = batch[0], batch[1]
-        # Without MR the batch has no flags; a constant stands in (never read).
-        is_target = batch[2] if kind != "none" else tf.zeros([0], tf.bool)
-        per_replica = strategy.run(replica_step, args=(images, labels, is_target))
+        # MR: is_target flags; LRENT: soft labels; CBST: a constant stands in (never read).
+        extra = batch[2] if kind != "none" else tf.zeros([0], tf.bool)
+        per_replica = strategy.run(replica_step, args=(images, labels, extra))
         loss_sum, count, pixels, n_images = (
             strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica)
         return loss_sum / tf.maximum(count, 1.0), count, pixels, n_images
@@ -140,7 +154,7 @@ def train(model: keras.Model, optimizer, dataset_fn: DatasetFn, rt: Runtime, *, 
     """Train ``model`` (built in ``rt.strategy.scope()``) until ``steps``, resuming from ``ckpt_dir``.
 
     ``dataset_fn(segment)`` returns the global-batch dataset ``(image, label)`` (with ``regularizer``:
-    ``(image, label, is_target)``) for steps
+    ``(image, label, is_target)``, for LRENT ``(image, label, soft labels)``) for steps
     ``[segment * checkpoint_every, (segment + 1) * checkpoint_every)``. A non-finite loss stops
     with a one-line :class:`CbstError`; no checkpoint is written after it.
     """

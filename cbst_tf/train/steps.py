@@ -20,7 +20,7 @@ import tensorflow as tf
 from cbst_tf import runs
 from cbst_tf.algos.policy import source_count
 from cbst_tf.bounds import quote
-from cbst_tf.config import Config, require_runnable
+from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import read_json
 from cbst_tf.layout import RunLayout, weights_before_round
@@ -85,24 +85,29 @@ def _pretrain_data(cfg: Config) -> DatasetFn:
 
 
 def _finetune_data(cfg: Config, pseudo: Path, subset: list[str], n_target: int,
-                   rare: list[int]) -> DatasetFn:
+                   rare: list[int], soft=None) -> DatasetFn:
     """Source subset + pseudo-labelled target, mixed in proportion to their sizes.
 
     Mining only centres *target* crops (section 5): it is an option of the target source.
+    ``soft`` (LRENT): the target's :class:`~cbst_tf.selftrain.soft_crop.CropSoftLabels`; every
+    example then carries soft labels (the source's one-hot).
     """
     from cbst_tf.data.reader import Source, mixed_batches
 
     tag = model_regularizer(cfg) is not None  # MR needs to know which examples are the target's
+    soft_classes = cfg.data.num_classes if soft is not None else None
 
     def dataset_fn(segment: int) -> tf.data.Dataset:
         seed = segment_seed(cfg.runtime.seed, segment)
-        target = Source(pseudo, seed, mine_classes=rare or None, mine_prob=cfg.selftrain.mine_port if rare else 0.0)
+        target = Source(pseudo, seed, mine_classes=rare or None, mine_prob=cfg.selftrain.mine_port if rare else 0.0,
+                        soft=soft)
         if not subset:
             return mixed_batches([target], cfg.data, cfg.train.global_batch_size, seed,
-                                 tags=[True] if tag else None)
+                                 tags=[True] if tag else None, soft_classes=soft_classes)
         source = Source(cfg.data.source, seed + 1, subset=subset)
         return mixed_batches([source, target], cfg.data, cfg.train.global_batch_size, seed + 2,
-                             weights=[len(subset), n_target], tags=[False, True] if tag else None)
+                             weights=[len(subset), n_target], tags=[False, True] if tag else None,
+                             soft_classes=soft_classes)
 
     return dataset_fn
 
@@ -114,6 +119,15 @@ def model_regularizer(cfg: Config) -> tuple[str, float] | None:
 
     kind = cfg.selftrain.regularizer
     return (kind, float(cfg.selftrain.mr_weight)) if kind in MODEL_REGULARIZERS else None
+
+
+def finetune_loss(cfg: Config) -> tuple[str, float] | None:
+    """What finetuning adds to CBST's hard cross-entropy: MR's ``(kind, alpha)``, ``("lrent",
+    alpha)`` for LRENT's soft cross-entropy, or None (CBST; also LRENT's limit ``lr_weight: 0``)."""
+    from cbst_tf.selftrain.label_keys import lrent_weight
+
+    alpha = lrent_weight(cfg)
+    return ("lrent", alpha) if alpha is not None else model_regularizer(cfg)
 
 
 def _build(cfg: Config, rt: Runtime, init: Path | None, steps: int, round_: int | None):
@@ -130,7 +144,7 @@ def _train_step(cfg: Config, run: runs.Step, dataset_fn: DatasetFn, steps: int,
     out, rt = run.path, run.runtime
     model, optimizer = _build(cfg, rt, init, steps, round_)
     t = cfg.train
-    regularizer = model_regularizer(cfg) if round_ is not None else None
+    regularizer = finetune_loss(cfg) if round_ is not None else None
     result = train(model, optimizer, dataset_fn, rt, steps=steps, ckpt_dir=out / "ckpt",
                    checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
                    log_every=t.log_every, tb_dir=out / "tb", description=description, regularizer=regularizer)
@@ -190,13 +204,17 @@ def finetune_plan(cfg: Config, round_: int) -> dict:
         raise CbstError(f"{stats_path}: key 'rare_classes' must be a list of train ids, got {quote(rare)}")
     from cbst_tf.data.manifest import check_training_data
 
-    n_target = int(check_training_data(pseudo, cfg.data.num_classes, "the pseudo-labels")["num_examples"])
+    pseudo_manifest = check_training_data(pseudo, cfg.data.num_classes, "the pseudo-labels")
+    n_target = int(pseudo_manifest["num_examples"])
+    from cbst_tf.selftrain.soft_crop import soft_labels_of
+
+    soft = soft_labels_of(cfg, pseudo / "manifest.json", pseudo_manifest)
     if cfg.data.source:
         check_training_data(cfg.data.source, cfg.data.num_classes, "data.source")
     subset = source_subset(read_source_ids(cfg.data.source), round_, cfg, n_target) if cfg.data.source else []
     steps = math.ceil(cfg.selftrain.epochs_per_round * (n_target + len(subset)) / cfg.train.global_batch_size)
     return {"init": init, "pseudo": pseudo, "rare": rare, "n_target": n_target, "subset": subset,
-            "steps": max(steps, 1)}
+            "steps": max(steps, 1), "soft": soft}
 
 
 def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
@@ -207,7 +225,6 @@ def _finetune_inputs(cfg: Config, round_: int, rt: Runtime) -> dict:
 
 def run_finetune(cfg: Config, round_: int) -> Path:
     """Round R's network update -> ``round_R/finetune/final.weights.h5`` (skipped when DONE)."""
-    require_runnable(cfg)
     out = RunLayout.of(cfg).finetune(round_)
     layout = RunLayout.of(cfg)
     inputs = {"model": weights_before_round(cfg, round_), "pseudo-labels": layout.pseudo(round_),
@@ -218,5 +235,5 @@ def run_finetune(cfg: Config, round_: int) -> Path:
         if run.done:
             return RunLayout.final(out)
         plan = run.plan
-        data = _finetune_data(cfg, plan["pseudo"], plan["subset"], plan["n_target"], plan["rare"])
+        data = _finetune_data(cfg, plan["pseudo"], plan["subset"], plan["n_target"], plan["rare"], plan["soft"])
         return _train_step(cfg, run, data, plan["steps"], plan["init"], round_, f"finetune round {round_}")
