@@ -350,3 +350,65 @@ def test_manifest_spec_round_trips_json(labelled):
     _, (_, dir_l) = labelled
     spec = json.loads((dir_l / "pseudo" / "manifest.json").read_text())["soft_labels"]
     assert all(t is None or 0 < t <= 1 for t in spec["thresholds"])
+
+
+_MIRRORED = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[2])
+from test_lrent_pipeline import lrent_steps
+losses, weights, replicas = lrent_steps("mirrored")
+np.savez(sys.argv[1], *weights)
+print(json.dumps([replicas, losses]))
+'''
+
+
+def lrent_steps(strategy: str):
+    """Three LRENT steps on fixed global batches whose labelled pixels are unevenly split between
+    the halves (replicas); returns (losses, weights, replicas)."""
+    from cbst_tf import runtime
+    from cbst_tf.config import Config
+    from cbst_tf.train.loop import make_train_step
+    from cbst_tf.train.optimizer import build_optimizer
+
+    cfg = Config()
+    cfg.runtime.strategy = strategy
+    cfg.train.lr, cfg.train.schedule, cfg.train.weight_decay = 0.1, "fixed", 1e-3
+    rt = runtime.setup(cfg)
+    rng = np.random.default_rng(5)
+    x, labels = _step_inputs(rng, n=4)
+    labels[:2, 2:] = 255  # the first replica's images are mostly unlabelled
+    soft = rng.dirichlet(np.full(5, 0.5), size=labels.shape).astype(np.float32) * (labels != 255)[..., None]
+    with rt.strategy.scope():
+        model = _model()
+        step = make_train_step(model, build_optimizer(cfg, model, total_steps=3), rt.strategy,
+                               regularizer=("lrent", 0.25))
+    batch = tf.data.Dataset.from_tensors((x, labels, soft)).repeat(3)
+    losses = [float(step(b)[0]) for b in rt.strategy.experimental_distribute_dataset(batch)]
+    return losses, [w.numpy() for w in model.weights], rt.strategy.num_replicas_in_sync
+
+
+def test_lrent_step_on_two_replicas_equals_one(tmp_path):
+    """The soft cross-entropy's labelled-pixel count is all-reduced: two replicas with unequal
+    labelled shares take the single-device steps (to float rounding)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED)
+    out = tmp_path / "w.npz"
+    proc = subprocess.run([sys.executable, str(script), str(out), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    replicas, losses = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref_losses, ref_weights, _ = lrent_steps("default")
+    assert replicas == 2
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    assert losses[0] != losses[-1]
+    with np.load(out) as got:
+        for k, want in enumerate(ref_weights):
+            np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-5, atol=1e-6)
