@@ -117,3 +117,18 @@ def test_a_demo_directory_of_other_settings_is_not_resumed(tmp_path, no_demo_wor
     cfg, _ = with_init(cfg, out)
     save_resolved(cfg, out, "demo_config.yaml")
     check("demo-other-settings", *run("demo", "--fast", "--out", out, "--seed", "1"), tmp_path)
+
+
+def test_finetuning_with_lrent_on_cbst_labels_is_refused(tmp_path, target):  # noqa: F811
+    """CRST (issue 30): LRENT finetuning needs the LRENT label step's records (soft labels are rebuilt
+    from their stored logits); on CBST's it would silently train CBST under LRENT's name."""
+    weights = tmp_path / "a.weights.h5"
+    save_model(make_cfg(tmp_path / "x", target, extra=[f"selftrain.source_weights={weights}"]), seed=0)
+    work = tmp_path / "w"
+    assert _label(work, target, weights)[0] == 0
+    code, out = run("finetune", "--round", "1", "--workdir", work, "--set", f"data.target={target}",
+                    "--set", "model.width=0.0625", "--set", "model.dropout=0.0", "--set", "selftrain.method=cbst",
+                    "--set", "data.parallel_calls=1", "--set", f"selftrain.source_weights={weights}",
+                    "--set", "selftrain.regularizer=lrent")
+    check("finetune-lrent-on-hard-labels", code, out, tmp_path)
+    assert not (work / "round_1" / "finetune" / "DONE").exists()

@@ -145,7 +145,8 @@ def soft_labels_of(cfg: Config, manifest_path: Path, manifest: dict) -> CropSoft
     if (spec is None) != (alpha is None):
         made = "LRENT (soft)" if spec is not None else "hard"
         raise CbstError(f"{manifest_path}: the pseudo-labels are {made} labels but selftrain.regularizer="
-                        f"{cfg.selftrain.regularizer!r}, lr_weight={cfg.selftrain.lr_weight}; rerun `cbst-tf label`")
+                        f"{cfg.selftrain.regularizer!r}, lr_weight={cfg.selftrain.lr_weight}; finetune with the "
+                        "label step's settings, or label with these (in another runtime.workdir)")
     if spec is None:
         return None
     try:
