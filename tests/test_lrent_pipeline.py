@@ -412,3 +412,15 @@ def test_lrent_step_on_two_replicas_equals_one(tmp_path):
     with np.load(out) as got:
         for k, want in enumerate(ref_weights):
             np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_demo_rows_of_every_regulariser():
+    """``demo --methods`` knows a row for each CRST regulariser, with and without priors."""
+    from cbst_tf.demo_report import ROW_NAMES, ROWS, parse_methods
+    from cbst_tf.errors import ConfigError
+
+    assert parse_methods("cbst,lrent,lrent_sp,mrkld_sp") == ("cbst", "lrent", "lrent_sp", "mrkld_sp")
+    assert ROWS["lrent"] == ("cbst", "lrent") and ROWS["lrent_sp"] == ("cbst_sp", "lrent")
+    assert (ROW_NAMES["lrent"], ROW_NAMES["lrent_sp"], ROW_NAMES["mrent"]) == ("LRENT", "LRENT-SP", "MRENT")
+    with pytest.raises(ConfigError, match="unknown row 'lrkld'"):
+        parse_methods("cbst,lrkld")
