@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from layouts import write_cityscapes
-from test_label_step import SIZE, make_cfg, save_model
+from test_crst_finetune import _model
+from test_label_step import SIZE, make_cfg, save_model, target  # noqa: F401  (fixture)
 
 from cbst_tf.algos import lrent_soft_labels
 from cbst_tf.errors import CbstError
@@ -21,18 +20,6 @@ from cbst_tf.selftrain.soft_crop import CropSoftLabels, resized_crop, soft_label
 from cbst_tf.selftrain.soft_labels import SoftLabeller
 
 C = 19
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    from cbst_tf.data.convert import convert_dataset
-
-    root = tmp_path_factory.mktemp("cs")
-    write_cityscapes(root / "raw", split="train", n=4, size=SIZE, seed=5)
-    out = root / "tfr"
-    convert_dataset(fmt="cityscapes", root=root / "raw", out=out, split="train", shards=2, skip_bad=False,
-                    workers=1, command="test")
-    return out
 
 
 def _thresholds(rng, c=C):
@@ -118,10 +105,10 @@ def test_crop_soft_labels_reject_bad_specs():
 # ----------------------------------------------------------------------------- label step + pipeline
 
 
-def _label(tmp_path, target, name, method="cbst", extra=()):
+def _label(tmp_path, target_dir, name, method="cbst", extra=()):
     from cbst_tf.selftrain.label_step import run_label
 
-    cfg = make_cfg(tmp_path / name, target, method, ["selftrain.test_flip=true", *extra])
+    cfg = make_cfg(tmp_path / name, target_dir, method, ["selftrain.test_flip=true", *extra])
     save_model(cfg, seed=1)
     return cfg, run_label(cfg, 1)
 
@@ -134,7 +121,7 @@ def _records(pseudo):
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory, target):
+def labelled(tmp_path_factory, target):  # noqa: F811
     tmp = tmp_path_factory.mktemp("lrent")
     cbst = _label(tmp, target, "cbst")
     # alpha = 1 (Z = the sum of the ratios) selects many more pixels than CBST on this tiny set;
@@ -227,7 +214,7 @@ def test_pipeline_crops_scales_and_flips_soft_labels_with_the_image(labelled):
     assert total > 0 and agree / total > 0.9  # the nearest-neighbour label vs the interpolated y
 
 
-def test_source_examples_are_one_hot_in_a_soft_mix(labelled, target):
+def test_source_examples_are_one_hot_in_a_soft_mix(labelled):
     (cfg, label_dir), _ = labelled
     ex = _examples(cfg, label_dir / "pseudo", None, (16, 16), (1.0, 1.0), True)
     from cbst_tf.data.reader import Source, source_examples
@@ -261,7 +248,7 @@ def test_finetuning_refuses_labels_of_another_regulariser(labelled):
         soft_labels_of(other, path, read_json(path))
 
 
-def test_lr_weight_zero_is_cbst_bit_for_bit(labelled, tmp_path, target):
+def test_lr_weight_zero_is_cbst_bit_for_bit(labelled, tmp_path, target):  # noqa: F811
     """LRENT's limit alpha -> 0: the label step writes CBST's records and finetuning is CBST's."""
     from cbst_tf.train.steps import finetune_loss
 
@@ -275,14 +262,6 @@ def test_lr_weight_zero_is_cbst_bit_for_bit(labelled, tmp_path, target):
 
 
 # ----------------------------------------------------------------------------- the soft cross-entropy step
-
-
-def _model():
-    keras.utils.set_random_seed(3)
-    inp = keras.Input((None, None, 3))
-    h = keras.layers.Rescaling(1 / 127.5, -1.0)(inp)
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
-    return keras.Model(inp, keras.layers.Conv2D(5, 1)(h))
 
 
 def _step_inputs(rng, n=4):
