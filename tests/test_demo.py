@@ -88,15 +88,16 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     assert report3["methods"] == report["methods"]
     assert {w: w.stat().st_mtime_ns for w in written} == written
 
-    # --methods adds a CRST row to the same directory: only that row runs. Its round-1 labels are
-    # CBST-SP's (same source model and label step); MRKLD then finetunes to another model. (LRENT's
-    # rows run through the same driver; the benchmark gate runs LRENT-SP end to end.)
+    # --methods adds CRST rows to the same directory: only those rows run. MRKLD-SP's round-1 labels
+    # are CBST-SP's (same source model and label step); MRKLD then finetunes to another model.
+    # LRENT selects a superset of CBST's pixels with CBST's classes and trains on soft labels.
     more = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "a"), "--seed", "3",
-                                   "--methods", "st,cbst,cbst_sp,mrkld_sp"])
+                                   "--methods", "st,cbst,cbst_sp,mrkld_sp,lrent"])
     assert more.exit_code == 0, more.output
     report4 = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert {k: v for k, v in report4["methods"].items() if k != "mrkld_sp"} == report["methods"]
-    assert "mrkld_sp" in report4["methods"] and "MRKLD-SP" in (tmp_path / "a" / "report.md").read_text()
+    assert {k: v for k, v in report4["methods"].items() if k not in ("mrkld_sp", "lrent")} == report["methods"]
+    md4 = (tmp_path / "a" / "report.md").read_text()
+    assert {"mrkld_sp", "lrent"} <= set(report4["methods"]) and "MRKLD-SP" in md4 and "LRENT" in md4
     assert {w: w.stat().st_mtime_ns for w in written} == written
     runs = tmp_path / "a" / "runs"
     stats = [json.loads((runs / m / "round_1" / "label" / "stats.json").read_text()) for m in ("cbst_sp", "mrkld_sp")]
@@ -104,6 +105,10 @@ def test_fast_demo_writes_a_complete_reproducible_report(tmp_path):
     assert "regularizer: mrkld" in (runs / "mrkld_sp" / "round_1" / "finetune" / "config.yaml").read_text()
     final = [(runs / m / "round_1" / "finetune" / "final.weights.h5").read_bytes() for m in ("cbst_sp", "mrkld_sp")]
     assert final[0] != final[1]
+    cbst, lrent = (json.loads((runs / m / "round_1" / "label" / "stats.json").read_text()) for m in ("cbst", "lrent"))
+    assert lrent["thresholds"] == cbst["thresholds"] and lrent["lr_weight"] == 0.25
+    assert sum(lrent["selected_pixels"]) >= sum(cbst["selected_pixels"])
+    assert json.loads((runs / "lrent" / "round_1" / "label" / "pseudo" / "manifest.json").read_text())["soft_labels"]
     bad = runner.invoke(cli.app, ["--no-progress", "demo", "--fast", "--out", str(tmp_path / "a"),
                                   "--methods", "cbst,lrkld"])
     assert bad.exit_code == 2 and "--methods: unknown row 'lrkld'" in bad.output
