@@ -71,7 +71,7 @@ def _scaled(priors: np.ndarray | ScaledPriors | None) -> ScaledPriors | None:
     return ScaledPriors.of(priors)
 
 
-def _first_argmax(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def first_argmax(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(first index of the maximum over the last axis, the maximum)."""
     top = tf.reduce_max(values, axis=-1)
     num = tf.shape(values)[-1]
@@ -142,7 +142,7 @@ class DeviceHistogram:
 
         def add(values):
             flat = tf.reshape(values, [-1, c])
-            classes, top = _first_argmax(flat)
+            classes, top = first_argmax(flat)
             bits = _bits(top)
             status = _status(flat)
             predicted = _class_counts(classes, c)
@@ -211,14 +211,14 @@ def _labels(values: tf.Tensor, thresholds: tf.Tensor, st: bool) -> tuple[tf.Tens
     flat = tf.reshape(values, [-1, c])
     status = _status(flat)
     if st:  # Eq. 5 on the float32 argmax, compared at float16 resolution
-        classes, top = _first_argmax(flat)
+        classes, top = first_argmax(flat)
         keep = tf.cast(tf.cast(top, tf.float16), tf.float64) >= thresholds[0]
     else:  # Eq. 8: the class with the largest v / t_c, kept where that ratio reaches 1
         v16 = tf.cast(tf.cast(flat, tf.float16), tf.float64)
         zero = tf.equal(thresholds, 0.0)
         ratio = v16 / tf.where(zero, tf.ones_like(thresholds), thresholds)
         ratio = tf.where(zero[tf.newaxis], tf.constant(np.inf, tf.float64), ratio)
-        classes, best = _first_argmax(ratio)
+        classes, best = first_argmax(ratio)
         keep = best >= 1.0
     labels = tf.where(keep, tf.cast(classes, tf.uint8), tf.constant(255, tf.uint8))
     return tf.reshape(labels, shape[:2]), status

@@ -78,7 +78,7 @@ class _PriorsAtSize:
         return self.cache[size]
 
 
-def _stride_logits(cfg: Config, round_: int) -> StrideLogits:
+def stride_logits(cfg: Config, round_: int) -> StrideLogits:
     """The round's model (without its final upsampling) as cached test passes."""
     from cbst_tf.models import build_from_config
 
@@ -121,7 +121,7 @@ def _phase_stats(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, i
             return
         progress.log(f"round {round_} label: discarding {out}: made by another model, data or settings")
         out.unlink()
-    infer = _stride_logits(cfg, round_)
+    infer = stride_logits(cfg, round_)
     cache_dir = _cache_dir(lab, round_, shard, key)
     hist = DeviceHistogram(cfg.data.num_classes, subsample=cfg.selftrain.subsample)
     examples, count = _target_examples(cfg, shard)
@@ -234,7 +234,7 @@ def _phase_write(cfg: Config, lab: LabelLayout, round_: int, shard: tuple[int, i
             image = decode_image(ex["encoded"]) if logits is None or preview else None
             if logits is None:  # cache deleted or phases run on different machines: recompute
                 if infer is None:
-                    infer = _stride_logits(cfg, round_)
+                    infer = stride_logits(cfg, round_)
                 logits = infer(image)
             labels, counts = labeller(probs_from_logits(logits, size), priors(size), name=source_id)
             selected[:] += counts[:c]

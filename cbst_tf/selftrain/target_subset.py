@@ -27,17 +27,16 @@ from cbst_tf import progress
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
 from cbst_tf.io import atomic_write_json, read_json
-from cbst_tf.layout import RunLayout, require, weights_before_round
+from cbst_tf.layout import RunLayout
 
 
 def class_confidence(probs: tf.Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class: (float64 sum of the float16-rounded confidences ``max_k p_k`` of the pixels
     predicted as it, int64 count); the TF twin of :func:`cbst_tf.algos.image_class_confidence`
     (the same classes, first maximum, and confidences; sums in another order)."""
-    flat = tf.reshape(probs, [-1, num_classes])
-    top = tf.reduce_max(flat, axis=-1)
-    iota = tf.range(num_classes, dtype=tf.int32)
-    classes = tf.reduce_min(tf.where(tf.equal(flat, top[:, tf.newaxis]), iota, num_classes), axis=-1)
+    from cbst_tf.selftrain.device_ops import first_argmax
+
+    classes, top = first_argmax(tf.reshape(probs, [-1, num_classes]))  # the histograms' predicted class
     conf = tf.cast(tf.cast(top, tf.float16), tf.float64)
     sums = tf.math.unsorted_segment_sum(conf, classes, num_classes)
     counts = tf.math.unsorted_segment_sum(tf.ones_like(classes, tf.int64), classes, num_classes)
@@ -79,15 +78,12 @@ def target_subset_ids(cfg: Config) -> list[str] | None:
 def _score(cfg: Config) -> tuple[list[str], list[float]]:
     from cbst_tf.algos.crst import class_balanced_score
     from cbst_tf.data.reader import eval_dataset, read_manifest
-    from cbst_tf.models import build_from_config
-    from cbst_tf.selftrain.logit_cache import StrideLogits, probs_from_logits
+    from cbst_tf.selftrain.label_step import stride_logits
+    from cbst_tf.selftrain.logit_cache import probs_from_logits
 
     if not cfg.data.target:
         raise CbstError("data.target: no unlabelled target TFRecord directory configured")
-    weights = require(weights_before_round(cfg, 1), "source model weights", "run `cbst-tf pretrain`")
-    st = cfg.selftrain
-    infer = StrideLogits(build_from_config(cfg, weights=weights, upsample=False), st.test_scales, st.test_flip,
-                         cfg.data.input_scale)
+    infer = stride_logits(cfg, 1)  # the source model, as round 1's label step runs it
     total = int(read_manifest(cfg.data.target)["num_examples"])
     ids, scores = [], []
     examples = eval_dataset(cfg.data.target, cfg.data).as_numpy_iterator()
