@@ -5,11 +5,12 @@ more than CBST's. By default the demo preset's network and batch (FCN-8s/VGG16 a
 96x192 crops, global batch 8); ``--width 1`` is the full-size FCN-8s of the paper's experiments
 (``--model resnet38`` ResNet-38), on the same crops. One fixed batch of random images with half
 the examples flagged as target (for LRENT: their soft labels, the others one-hot). Steps of the variants
-are interleaved in rounds (CBST, mrkld, mrent, mrl2, CBST, ...) and each variant's time is the
-median of its rounds, so drift of a shared machine hits every variant alike. Process CPU time
+are interleaved in rounds (CBST, mrkld, mrent, mrl2, lrent; the order rotates by one each round)
+and a variant's ratio is the median over rounds of its time divided by CBST's in the same round,
+so drift of a shared machine hits every variant alike. Process CPU time
 (``--cpu-time``) is less sensitive to other jobs than wall time.
 
-    python bench/crst_step.py [--rounds 7] [--steps 4] [--cpu-time] [--width 1] [--model resnet38]
+    python bench/crst_step.py [--rounds 21] [--steps 2] [--cpu-time] [--width 1] [--model resnet38]
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ KINDS = ("none", "mrkld", "mrent", "mrl2", "lrent")
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cpu-time", action="store_true")
     parser.add_argument("--width", type=float, default=None, help="model.width (default: the demo's)")
     parser.add_argument("--model", default=None, help="model.name (default: the demo's fcn8s_vgg16)")
@@ -78,18 +79,24 @@ def main() -> None:
         steps[kind] = (fn, batch)
 
     times: dict[str, list[float]] = {k: [] for k in KINDS}
-    for _ in range(args.rounds):
-        for kind, (fn, batch) in steps.items():
+    order = list(steps)
+    for r in range(args.rounds):
+        for kind in order[r % len(order):] + order[: r % len(order)]:  # rotate: no variant always first
+            fn, batch = steps[kind]
             start = clock()
             for _ in range(args.steps):
                 float(fn(batch)[0])
             times[kind].append((clock() - start) / args.steps)
     base = statistics.median(times["none"])
+    # Each round's ratio to CBST's time in the SAME round, then the median over rounds: drift of
+    # a shared machine cancels within a round.
+    paired = {k: statistics.median(t / b for t, b in zip(times[k], times["none"], strict=True))
+              for k in KINDS if k != "none"}
     print(json.dumps({
         "model": f"{cfg.model.name} width {cfg.model.width}", "crop": [h, w], "global_batch": b,
         "clock": "process CPU" if args.cpu_time else "wall", "rounds": args.rounds, "steps_per_round": args.steps,
         "cbst_step_s": round(base, 4),
-        "ratio_to_cbst": {k: round(statistics.median(times[k]) / base, 3) for k in KINDS if k != "none"},
+        "ratio_to_cbst": {k: round(v, 3) for k, v in paired.items()},
     }))
 
 

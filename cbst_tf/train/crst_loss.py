@@ -27,7 +27,8 @@ with the soft cross-entropy ``-sum_k y_k log p_k`` (``reg_loss_calc_expand``, li
 a pixel counts when ``sum_k y_k != 0``; source pixels carry one-hot ``y``).
 
 With weight 0 every MR variant returns the plain masked cross-entropy of
-:mod:`cbst_tf.train.loss` exactly (value and gradient; tests/test_crst.py).
+:mod:`cbst_tf.train.loss` exactly (value and gradient; tests/test_crst.py). With a non-zero
+weight the cross-entropy and ``r(p)`` share one log-softmax (:func:`regularized_sums`).
 """
 
 from __future__ import annotations
@@ -39,17 +40,25 @@ from cbst_tf.errors import CbstError
 from cbst_tf.train.loss import IGNORE_LABEL, masked_cross_entropy_sum
 
 
-def confidence_regularizer(logits: tf.Tensor, kind: str) -> tf.Tensor:
-    """Per-pixel ``r(p)`` (shape ``logits.shape[:-1]``, float32) of an MR variant."""
-    if kind not in MODEL_REGULARIZERS:
-        raise CbstError(f"regularizer: expected one of {', '.join(MODEL_REGULARIZERS)}, got {kind!r}")
-    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)  # finite for finite logits
+def _regularizer_of_log_p(log_p: tf.Tensor, kind: str) -> tf.Tensor:
     if kind == "mrkld":
         return -tf.reduce_mean(log_p, axis=-1)
     p = tf.exp(log_p)  # an underflow to 0 gives 0 * finite = 0, never 0 * -inf
     if kind == "mrent":
         return tf.reduce_sum(p * log_p, axis=-1)
     return tf.reduce_sum(p * p, axis=-1)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_REGULARIZERS:
+        raise CbstError(f"regularizer: expected one of {', '.join(MODEL_REGULARIZERS)}, got {kind!r}")
+
+
+def confidence_regularizer(logits: tf.Tensor, kind: str) -> tf.Tensor:
+    """Per-pixel ``r(p)`` (shape ``logits.shape[:-1]``, float32) of an MR variant."""
+    _check_kind(kind)
+    # finite for finite logits
+    return _regularizer_of_log_p(tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1), kind)
 
 
 def regularized_pixels(labels: tf.Tensor, is_target: tf.Tensor, ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
@@ -69,31 +78,54 @@ def regularizer_sum(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, 
     return tf.reduce_sum(confidence_regularizer(logits, kind) * mask), tf.reduce_sum(mask)
 
 
-def regularized_loss(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, *, regularizer: str,
-                     weight: float, global_count: tf.Tensor, global_reg_count: tf.Tensor,
-                     ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
-    """One replica's share of the MR loss, to differentiate (replica losses add up to the global one).
+def regularized_sums(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, kind: str,
+                     ignore_label: int = IGNORE_LABEL) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(cross-entropy sum over the labelled pixels, r(p) sum over the regularised pixels)`` of one
+    (local) batch from ONE log-softmax.
+
+    Why not :func:`cbst_tf.train.loss.masked_cross_entropy_sum` plus :func:`regularizer_sum`: two
+    full-resolution softmaxes and their gradients cost 10-17% of a step of the demo's small
+    network; one shared ``log p`` costs 1-3% (``bench/crst_step.py``). The cross-entropy
+    ``-log p_label`` then rounds differently from the fused sparse op in the last float32 bits,
+    which is why a zero weight takes CBST's loss instead (:func:`regularized_loss`).
+    """
+    _check_kind(kind)
+    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.not_equal(labels, ignore_label)
+    safe = tf.where(valid, labels, tf.zeros_like(labels))  # any in-range id; masked out below
+    picked = tf.gather(log_p, safe[..., None], batch_dims=3)[..., 0]
+    ce_sum = -tf.reduce_sum(picked * tf.cast(valid, tf.float32))
+    mask = regularized_pixels(labels, is_target, ignore_label)
+    return ce_sum, tf.reduce_sum(_regularizer_of_log_p(log_p, kind) * mask)
+
+
+def regularized_terms(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, *, regularizer: str,
+                      weight: float, global_count: tf.Tensor, global_reg_count: tf.Tensor,
+                      ignore_label: int = IGNORE_LABEL) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(loss, cross-entropy sum)``: one replica's share of the MR loss, to differentiate (replica
+    losses add up to the global one), and its cross-entropy sum (for the training log).
 
     ``CE_sum / max(N, 1) + weight * R_sum / max(M, 1)`` with ``N`` the labelled pixels and ``M``
     the regularised pixels of the GLOBAL batch (all-reduced by the caller before the forward
-    pass). ``regularizer="none"`` is exactly :mod:`cbst_tf.train.loop`'s loss.
+    pass). ``regularizer="none"`` or ``weight == 0`` is exactly CBST's loss
+    (:func:`cbst_tf.train.loss.masked_cross_entropy_sum`, as :mod:`cbst_tf.train.loop` has it).
     """
-    ce_sum, _ = masked_cross_entropy_sum(labels, logits, ignore_label)
-    return add_model_regularizer(ce_sum / tf.maximum(global_count, 1.0), labels, logits, is_target,
-                                 regularizer=regularizer, weight=weight, global_reg_count=global_reg_count,
-                                 ignore_label=ignore_label)
+    if regularizer == "none" or weight == 0.0:
+        ce_sum, _ = masked_cross_entropy_sum(labels, logits, ignore_label)
+        return ce_sum / tf.maximum(global_count, 1.0), ce_sum
+    ce_sum, reg_sum = regularized_sums(labels, logits, is_target, regularizer, ignore_label)
+    loss = ce_sum / tf.maximum(global_count, 1.0) + weight * (reg_sum / tf.maximum(global_reg_count, 1.0))
+    return loss, ce_sum
 
 
-def add_model_regularizer(loss: tf.Tensor, labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, *,
-                          regularizer: str, weight: float, global_reg_count: tf.Tensor,
-                          ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
-    """``loss + weight * R_sum / max(M, 1)``: MR's term on top of an already computed mean
-    cross-entropy (the training loop keeps its cross-entropy sum for its log); ``loss`` itself
-    for ``regularizer="none"``."""
-    if regularizer == "none":
-        return loss
-    reg_sum, _ = regularizer_sum(labels, logits, is_target, regularizer, ignore_label)
-    return loss + weight * (reg_sum / tf.maximum(global_reg_count, 1.0))
+def regularized_loss(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, *, regularizer: str,
+                     weight: float, global_count: tf.Tensor, global_reg_count: tf.Tensor,
+                     ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
+    """The loss of :func:`regularized_terms` alone."""
+    return regularized_terms(labels, logits, is_target, regularizer=regularizer, weight=weight,
+                             global_count=global_count, global_reg_count=global_reg_count,
+                             ignore_label=ignore_label)[0]
 
 
 def soft_label_count(soft_labels: tf.Tensor) -> tf.Tensor:

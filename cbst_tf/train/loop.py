@@ -32,12 +32,12 @@ from cbst_tf.errors import CbstError
 from cbst_tf.runtime import Runtime
 from cbst_tf.train.checkpoint import RunCheckpoint
 from cbst_tf.train.crst_loss import (
-    add_model_regularizer,
     regularized_pixels,
+    regularized_terms,
     soft_cross_entropy_sum,
     soft_label_count,
 )
-from cbst_tf.train.loss import masked_cross_entropy_sum, valid_pixel_count
+from cbst_tf.train.loss import valid_pixel_count
 from cbst_tf.train.optimizer import coupled_l2_loss, current_lr
 
 DatasetFn = Callable[[int], tf.data.Dataset]
@@ -90,7 +90,7 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     Returns ``(mean cross-entropy, valid pixels, all pixels, images)`` over the global batch.
     ``regularizer``: CRST's model regularisation ``(kind, alpha)`` (batches then carry a third
     element, ``is_target`` bool [B]): ``alpha`` times the mean ``r(p)`` over the pseudo-labelled
-    target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.add_model_regularizer`;
+    target pixels of the global batch is added (:func:`cbst_tf.train.crst_loss.regularized_terms`;
     their count is all-reduced like the labelled count). ``("lrent", alpha)``: CRST's label
     regularisation; the third element is then float32 [B, h, w, C] soft labels and the loss is
     the soft cross-entropy ``-sum_k y_k log p_k`` over the pixels with ``sum_k y_k != 0`` of the
@@ -108,10 +108,9 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
             if soft:
                 loss_sum, _ = soft_cross_entropy_sum(extra, logits)
                 loss = loss_sum / tf.maximum(global_count, 1.0)
-            else:
-                loss_sum, _ = masked_cross_entropy_sum(labels, logits)
-                loss = add_model_regularizer(loss_sum / tf.maximum(global_count, 1.0), labels, logits, extra,
-                                             regularizer=kind, weight=alpha, global_reg_count=global_reg_count)
+            else:  # CBST, or MR (CBST's loss exactly at alpha 0)
+                loss, loss_sum = regularized_terms(labels, logits, extra, regularizer=kind, weight=alpha,
+                                                   global_count=global_count, global_reg_count=global_reg_count)
             # + the optimiser's coupled L2 (gradient wd * w), this replica's share of it
             loss = loss + coupled_l2_loss(optimizer, replicas)
             scaled = optimizer.scale_loss(loss)
