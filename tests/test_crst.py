@@ -351,6 +351,25 @@ def test_soft_labels_rebuilt_from_the_float16_stride_cache_equal_the_direct_comp
     assert got.dtype == np.float32 and ulps(got, want_soft).max() <= 1.0
 
 
+@pytest.mark.parametrize("with_priors", [False, True])
+def test_label_step_labeller_is_the_soft_labellers_selection(with_priors):
+    """HardOfSoft (the label step's XLA-compiled labels-only path) gives exactly the numpy
+    solver's hard labels and their counts, and SoftLabeller's."""
+    from cbst_tf.selftrain.soft_labels import HardOfSoft
+
+    rng = np.random.default_rng(23)
+    c, size = 6, (41, 59)
+    probs = probs_from_logits([rng.normal(scale=3.0, size=(6, 8, c)).astype(np.float16)], size).numpy()
+    priors = random_priors(24, size, c) if with_priors else None
+    t = compute_thresholds([probs], 0.3, "cbst", priors=priors)
+    labels, counts = HardOfSoft(t, 0.25, c)(tf.constant(probs), priors)
+    _, want = lrent_soft_labels(probs, t, 0.25, priors)
+    assert 0 < (want != 255).sum() < want.size
+    np.testing.assert_array_equal(labels, want)
+    np.testing.assert_array_equal(counts, np.bincount(want.ravel(), minlength=256))
+    np.testing.assert_array_equal(SoftLabeller(t, 0.25, c)(probs, priors)[1].numpy(), want)
+
+
 def test_soft_labels_from_float16_logits_stay_within_the_rounding_bound():
     """Against float32 logits (the official precision): y = softmax(log(v / lambda) / alpha), so a
     logit error d moves log p by <= 2d, the float16 potential by <= 2 * 2**-11 more in log, and log y

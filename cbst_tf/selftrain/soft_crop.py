@@ -13,16 +13,19 @@ crop it trains on, never for the whole image:
    formula as TF's kernel, touching only ``ch`` rows and ``cw`` columns;
 2. softmax per pass, mean over passes (:func:`cbst_tf.selftrain.logit_cache.probs_from_logits`);
 3. with spatial priors, ``s * q`` sampled the same way from the prior grid (Eq. 9 potentials);
-4. LRENT's solver and selection (:func:`cbst_tf.selftrain.soft_labels.lrent_graph`) with the
-   round's thresholds and ``alpha`` (both stored in the pseudo dataset's manifest).
+4. LRENT's solver ``y_k ∝ (p_k / lambda_k)^(1/alpha)`` (:func:`lrent_soft`) with the round's
+   thresholds and ``alpha`` (both stored in the pseudo dataset's manifest).
 
-At augmentation scale 1 this is the label step's own computation restricted to the crop
-(the label step resizes the same logits to the image size), so ``y`` equals the label step's
-soft labels there (tests/test_lrent_pipeline.py). At other scales the logits are resized once
-to the augmented size, where the official code resizes the full-resolution ``y`` (bilinear,
-renormalised); both are interpolations of the same map. The hard label of the record (LRENT's
-selection, nearest-neighbour resized as for CBST) decides which pixels are labelled: ``y`` is
-zeroed where it is 255, as the official dataset does (``deeplab/datasets.py``).
+The selection is not recomputed: the hard label of the record (LRENT's selection, made by the
+label step and nearest-neighbour resized as for CBST) decides which pixels are labelled, and
+``y`` is zeroed where it is 255, as the official dataset does (``deeplab/datasets.py``). At
+augmentation scale 1 this is the label step's own computation restricted to the crop (the label
+step resizes the same logits to the image size), so ``y`` equals the label step's soft labels
+there, to float32 rounding (tests/test_lrent_pipeline.py; the label step solves in float64, the
+crop in float32: the float64 solver was 45 of the pipeline's 90 ms per batch of the demo,
+``bench/lrent_pipeline.py``). At other scales the logits are resized once to the augmented size,
+where the official code resizes the full-resolution ``y`` (bilinear, renormalised); both are
+interpolations of the same map.
 
 Memory per element is O(crop x C) (plus ``ch`` stride rows), flat in the number of images
 and independent of the image size.
@@ -42,6 +45,36 @@ from cbst_tf.algos.histogram import prior_scale
 from cbst_tf.algos.pseudo_labels import check_thresholds
 from cbst_tf.config import Config
 from cbst_tf.errors import CbstError
+
+
+def lrent_soft(values: tf.Tensor, thresholds: np.ndarray, alpha: float) -> tf.Tensor:
+    """LRENT's soft labels ``y_k = (v_k / lambda_k)^(1/alpha) / sum_j (v_j / lambda_j)^(1/alpha)`` of
+    every pixel of (h, w, C) potentials, in float32 (no selection: the record's label has it).
+
+    As :func:`cbst_tf.selftrain.soft_labels.lrent_graph`: the potentials are float16-quantised
+    first (as the label step's), a threshold 0 makes its class's ratio infinite (the pixel's ``y``
+    is then shared by its infinite classes), a threshold ``inf`` makes it 0; a pixel whose ratios
+    are all 0 gets ``y = 0`` (no label). ``thresholds``: host (C,) float64 values, so the special
+    cases cost nothing when absent.
+    """
+    t = np.asarray(thresholds, np.float64)
+    with np.errstate(divide="ignore"):
+        log_t = np.log(t).astype(np.float32)  # 0 -> -inf, inf -> inf
+    v = tf.cast(tf.cast(values, tf.float16), tf.float32)
+    s = (tf.math.log(v) - tf.constant(log_t)) * np.float32(1.0 / alpha)
+    zero = t == 0.0
+    if zero.any():  # log(0) - log(0) is NaN: the ratio is infinite whatever v
+        s = tf.where(tf.constant(zero), tf.constant(np.inf, tf.float32), s)
+    top = tf.reduce_max(s, axis=-1, keepdims=True)
+    e = tf.exp(s - tf.where(tf.math.is_finite(top), top, tf.zeros_like(top)))
+    total = tf.reduce_sum(e, axis=-1, keepdims=True)
+    y = e / tf.where(total > 0, total, tf.ones_like(total))
+    if not zero.any():
+        return y
+    infinite = tf.equal(s, np.inf)
+    inf_share = tf.cast(infinite, tf.float32)
+    return tf.where(tf.reduce_any(infinite, axis=-1, keepdims=True),
+                    inf_share / tf.reduce_sum(inf_share, axis=-1, keepdims=True), y)
 
 
 def _weights(out_start: tf.Tensor, count: int, in_size: tf.Tensor, out_size: tf.Tensor):
@@ -113,24 +146,23 @@ class CropSoftLabels:
              crop_hw: Sequence[int]) -> tf.Tensor:
         """(ch, cw, C) float32 soft labels of the crop at ``offset`` of the image resized to ``size``
         (before flipping and before zeroing the unlabelled pixels: :func:`cbst_tf.data.augment.augment`)."""
-        from cbst_tf.selftrain.soft_labels import lrent_graph
-
         c = self.num_classes
+        # Every pass (and the priors) in ONE resample: the same per-channel arithmetic, fewer ops.
+        grids = [tf.ensure_shape(tf.cast(item, tf.float32), [None, None, c]) for item in logits]
+        up = resized_crop(tf.concat(grids, axis=-1) if len(grids) > 1 else grids[0], size, offset, crop_hw)
         probs = None
-        for item in logits:
-            up = resized_crop(tf.ensure_shape(tf.cast(item, tf.float32), [None, None, c]), size, offset, crop_hw)
-            p = tf.nn.softmax(up, axis=-1)
+        for i in range(len(grids)):
+            p = tf.nn.softmax(up[..., i * c:(i + 1) * c], axis=-1)
             probs = p if probs is None else probs + p
-        if len(logits) > 1:
-            probs = probs / float(len(logits))
-        thresholds = tf.constant(self.thresholds, tf.float64)
+        if len(grids) > 1:
+            probs = probs / float(len(grids))
+        thresholds = np.asarray(self.thresholds, np.float64)
         if self.priors is not None:
             s = prior_scale(self.priors)
             scaled = tf.constant(np.asarray(self.priors, np.float32) * np.float32(s))
             probs = resized_crop(scaled, size, offset, crop_hw) * probs
-            thresholds = thresholds * s
-        soft, _, _ = lrent_graph(probs, thresholds, self.alpha)
-        return soft
+            thresholds = thresholds * s  # in float64, as the label step scales them
+        return lrent_soft(probs, thresholds, self.alpha)
 
 
 def soft_labels_of(cfg: Config, manifest_path: Path, manifest: dict) -> CropSoftLabels | None:

@@ -31,6 +31,7 @@ from cbst_tf.selftrain.device_ops import (
     OK,
     ScaledPriors,
     check_status,
+    first_argmax,
     potentials_graph,
 )
 from cbst_tf.selftrain.logit_cache import probs_from_logits
@@ -44,38 +45,51 @@ def _status(values: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.reduce_any(values < 0), NEGATIVE, tf.where(in_range, OK, NOT_FINITE))
 
 
-def lrent_graph(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(soft (H, W, C) float32, labels (H, W) uint8, status) for float32 potentials."""
-    shape = tf.shape(values)
-    c = values.shape[-1]
-    flat = tf.reshape(values, [-1, c])
-    status = _status(flat)
-    v16 = tf.cast(tf.cast(flat, tf.float16), tf.float64)
+def _lrent_solve(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> dict[str, tf.Tensor]:
+    """The float64 pieces of LRENT for (N, C) potentials: Eq. 8's class, the selection, and
+    what ``y`` is made of (``e / total``, or the share of infinite ratios)."""
+    v16 = tf.cast(tf.cast(values, tf.float16), tf.float64)
     zero = tf.equal(thresholds, 0.0)
     ratio = v16 / tf.where(zero, tf.ones_like(thresholds), thresholds)
     ratio = tf.where(zero[tf.newaxis], tf.constant(_INF, tf.float64), ratio)
     # Eq. 8's class: the FIRST maximum of the ratios (numpy's argmax rule).
-    best = tf.reduce_max(ratio, axis=-1)
-    iota = tf.range(c, dtype=tf.int32)
-    classes = tf.reduce_min(tf.where(tf.equal(ratio, best[:, tf.newaxis]), iota, c), axis=-1)
+    classes, best = first_argmax(ratio)
     s = tf.math.log(ratio) / alpha
     infinite = tf.equal(s, _INF)
-    any_inf = tf.reduce_any(infinite, axis=-1)
     top = tf.reduce_max(s, axis=-1)
     shift = tf.where(tf.math.is_finite(top), top, tf.zeros_like(top))
+    any_inf = tf.reduce_any(infinite, axis=-1)
     e = tf.where(any_inf[:, tf.newaxis], tf.zeros_like(s), tf.exp(s - shift[:, tf.newaxis]))
     total = tf.reduce_sum(e, axis=-1)
     # Z > 1, decided exactly for a largest ratio >= 1 (algos.crst.lrent_from_log_ratios).
     positive = tf.reduce_sum(tf.cast(ratio > 0, tf.int32), axis=-1)
     at_one = tf.logical_and(tf.equal(best, 1.0), positive > 1)
     selected = tf.logical_or(tf.logical_or(best > 1.0, at_one), shift + tf.math.log(total) > 0.0)
-    y = e / tf.where(total > 0, total, tf.ones_like(total))[:, tf.newaxis]
+    labels = tf.where(selected, tf.cast(classes, tf.uint8), tf.constant(255, tf.uint8))
+    return {"labels": labels, "e": e, "total": total, "infinite": infinite, "any_inf": any_inf,
+            "selected": selected}
+
+
+def lrent_labels_graph(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(labels (H, W) uint8, status) for float32 potentials: LRENT's selection and class without
+    building ``y`` (the label step's path; ``y`` is rebuilt per training crop)."""
+    shape = tf.shape(values)
+    flat = tf.reshape(values, [-1, values.shape[-1]])
+    return tf.reshape(_lrent_solve(flat, thresholds, alpha)["labels"], shape[:2]), _status(flat)
+
+
+def lrent_graph(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(soft (H, W, C) float32, labels (H, W) uint8, status) for float32 potentials."""
+    shape = tf.shape(values)
+    flat = tf.reshape(values, [-1, values.shape[-1]])
+    parts = _lrent_solve(flat, thresholds, alpha)
+    total, infinite, any_inf = parts["total"], parts["infinite"], parts["any_inf"]
+    y = parts["e"] / tf.where(total > 0, total, tf.ones_like(total))[:, tf.newaxis]
     inf_share = tf.cast(infinite, tf.float64)
     inf_share = inf_share / tf.maximum(tf.reduce_sum(inf_share, axis=-1, keepdims=True), 1.0)
     y = tf.where(any_inf[:, tf.newaxis], inf_share, y)
-    y = tf.where(selected[:, tf.newaxis], y, tf.zeros_like(y))
-    labels = tf.where(selected, tf.cast(classes, tf.uint8), tf.constant(255, tf.uint8))
-    return tf.reshape(tf.cast(y, tf.float32), shape), tf.reshape(labels, shape[:2]), status
+    y = tf.where(parts["selected"][:, tf.newaxis], y, tf.zeros_like(y))
+    return tf.reshape(tf.cast(y, tf.float32), shape), tf.reshape(parts["labels"], shape[:2]), _status(flat)
 
 
 class SoftLabeller:
@@ -118,16 +132,36 @@ class SoftLabeller:
 class HardOfSoft:
     """LRENT's selection with :class:`~cbst_tf.selftrain.device_ops.DeviceLabeller`'s interface,
     for the label step: the hard labels of the soft labels (``argmax y`` where selected, 255
-    elsewhere) and their pixel counts. ``y`` itself is rebuilt per training crop from the
-    stored logits (:mod:`cbst_tf.selftrain.soft_crop`)."""
+    elsewhere) and their pixel counts, equal to :class:`SoftLabeller`'s labels. ``y`` itself is
+    not built here: it is rebuilt per training crop from the stored logits
+    (:mod:`cbst_tf.selftrain.soft_crop`)."""
 
     def __init__(self, thresholds: np.ndarray, alpha: float, num_classes: int):
-        self.labeller = SoftLabeller(thresholds, alpha, num_classes)
+        self.thresholds = check_thresholds(thresholds, num_classes, "cbst")
+        a = check_alpha(alpha)
+        sig = tf.TensorSpec([None, None, num_classes], tf.float32)
+        tsig = tf.TensorSpec([num_classes], tf.float64)
+
+        @tf.function(input_signature=[sig, tsig], autograph=False, jit_compile=True)
+        def plain(probs, t):
+            return lrent_labels_graph(probs, t, a)
+
+        @tf.function(input_signature=[sig, sig, tsig], autograph=False, jit_compile=True)
+        def with_priors(probs, scaled_priors, t):
+            return lrent_labels_graph(potentials_graph(probs, scaled_priors), t, a)
+
+        self._plain, self._with_priors = plain, with_priors
 
     def __call__(self, probs: tf.Tensor, priors: np.ndarray | ScaledPriors | None = None,
                  name: str = "prob_map") -> tuple[np.ndarray, np.ndarray]:
         """((H, W) uint8 labels, (256,) int64 pixel counts of each label value)."""
-        _, labels = self.labeller(probs, priors, name=name)
+        if priors is not None and not isinstance(priors, ScaledPriors):
+            priors = ScaledPriors.of(priors)
+        if priors is None:
+            labels, status = self._plain(probs, self.thresholds)
+        else:
+            labels, status = self._with_priors(probs, priors.values, self.thresholds * priors.scale)
+        check_status(status, name)
         labels = labels.numpy()
         return labels, np.bincount(labels.ravel(), minlength=256).astype(np.int64)
 
