@@ -10,6 +10,10 @@ and a variant's ratio is the median over rounds of its time divided by CBST's in
 so drift of a shared machine hits every variant alike. Process CPU time
 (``--cpu-time``) is less sensitive to other jobs than wall time.
 
+A second measurement isolates the loss: forward and backward of each variant's loss alone on
+fixed logits of the step's shape (``loss_ms``, medians over rounds), the per-pixel work the
+regularisers add whatever the network.
+
     python bench/crst_step.py [--rounds 21] [--steps 2] [--cpu-time] [--width 1] [--model resnet38]
 """
 
@@ -88,6 +92,7 @@ def main() -> None:
                 float(fn(batch)[0])
             times[kind].append((clock() - start) / args.steps)
     base = statistics.median(times["none"])
+    loss_ms = _loss_only(tf, soft, labels, is_target, c, cfg, args.rounds, clock)
     # Each round's ratio to CBST's time in the SAME round, then the median over rounds: drift of
     # a shared machine cancels within a round.
     paired = {k: statistics.median(t / b for t, b in zip(times[k], times["none"], strict=True))
@@ -97,7 +102,41 @@ def main() -> None:
         "clock": "process CPU" if args.cpu_time else "wall", "rounds": args.rounds, "steps_per_round": args.steps,
         "cbst_step_s": round(base, 4),
         "ratio_to_cbst": {k: round(v, 3) for k, v in paired.items()},
+        "loss_ms": loss_ms,
     }))
+
+
+def _loss_only(tf, soft, labels, is_target, classes: int, cfg, rounds: int, clock) -> dict[str, float]:
+    """Median time (ms) of one forward + backward of each variant's loss on fixed random logits."""
+    from cbst_tf.train.crst_loss import regularized_terms, soft_cross_entropy_loss
+
+    rng = np.random.default_rng(1)
+    logits = tf.Variable(rng.normal(0, 2, (*labels.shape, classes)).astype("float32"))
+    count = tf.constant(float(np.sum(labels.numpy() != 255)))
+
+    def make(kind):
+        @tf.function
+        def grad():
+            with tf.GradientTape() as tape:
+                if kind == "lrent":
+                    loss = soft_cross_entropy_loss(soft, logits, count)
+                else:
+                    loss = regularized_terms(labels, logits, is_target, regularizer=kind, weight=cfg.selftrain.mr_weight,
+                                             global_count=count, global_reg_count=count)[0]
+            return tape.gradient(loss, logits)
+        return grad
+
+    fns = {k: make(k) for k in KINDS}
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    for fn in fns.values():
+        fn().numpy()
+    for _ in range(rounds):
+        for kind, fn in fns.items():
+            start = clock()
+            for _ in range(3):
+                fn().numpy()
+            times[kind].append((clock() - start) / 3)
+    return {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
 
 
 if __name__ == "__main__":
