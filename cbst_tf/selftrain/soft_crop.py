@@ -22,8 +22,8 @@ label step and nearest-neighbour resized as for CBST) decides which pixels are l
 augmentation scale 1 this is the label step's own computation restricted to the crop (the label
 step resizes the same logits to the image size), so ``y`` equals the label step's soft labels
 there, to float32 rounding (tests/test_lrent_pipeline.py; the label step solves in float64, the
-crop in float32: the float64 solver was 45 of the pipeline's 90 ms per batch of the demo,
-``bench/lrent_pipeline.py``). At other scales the logits are resized once to the augmented size,
+crop in float32: the float64 solver and re-selection were half of the pipeline's time per
+batch of the demo; ``bench/lrent_pipeline.py``). At other scales the logits are resized once to the augmented size,
 where the official code resizes the full-resolution ``y`` (bilinear, renormalised); both are
 interpolations of the same map.
 
@@ -147,7 +147,7 @@ class CropSoftLabels:
         """(ch, cw, C) float32 soft labels of the crop at ``offset`` of the image resized to ``size``
         (before flipping and before zeroing the unlabelled pixels: :func:`cbst_tf.data.augment.augment`)."""
         c = self.num_classes
-        # Every pass (and the priors) in ONE resample: the same per-channel arithmetic, fewer ops.
+        # Every pass in ONE resample: the same per-channel arithmetic, fewer ops.
         grids = [tf.ensure_shape(tf.cast(item, tf.float32), [None, None, c]) for item in logits]
         up = resized_crop(tf.concat(grids, axis=-1) if len(grids) > 1 else grids[0], size, offset, crop_hw)
         probs = None
