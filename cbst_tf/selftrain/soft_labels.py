@@ -92,6 +92,32 @@ def lrent_graph(values: tf.Tensor, thresholds: tf.Tensor, alpha: float) -> tuple
     return tf.reshape(tf.cast(y, tf.float32), shape), tf.reshape(parts["labels"], shape[:2]), _status(flat)
 
 
+def _traced(graph, num_classes: int, alpha: float, jit: bool):
+    """``graph(potentials, thresholds, alpha)`` traced once without and once with Eq. 9 priors."""
+    sig = tf.TensorSpec([None, None, num_classes], tf.float32)
+    tsig = tf.TensorSpec([num_classes], tf.float64)
+
+    @tf.function(input_signature=[sig, tsig], autograph=False, jit_compile=jit)
+    def plain(probs, t):
+        return graph(probs, t, alpha)
+
+    @tf.function(input_signature=[sig, sig, tsig], autograph=False, jit_compile=jit)
+    def with_priors(probs, scaled_priors, t):
+        return graph(potentials_graph(probs, scaled_priors), t, alpha)
+
+    def run(probs: tf.Tensor, thresholds: np.ndarray, priors: np.ndarray | ScaledPriors | None, name: str):
+        if priors is not None and not isinstance(priors, ScaledPriors):
+            priors = ScaledPriors.of(priors)
+        if priors is None:
+            *out, status = plain(probs, thresholds)
+        else:
+            *out, status = with_priors(probs, priors.values, thresholds * priors.scale)
+        check_status(status, name)
+        return out
+
+    return run
+
+
 class SoftLabeller:
     """LRENT's soft labels and hard labels for one round's thresholds, in one traced call.
 
@@ -102,30 +128,12 @@ class SoftLabeller:
     def __init__(self, thresholds: np.ndarray | float, alpha: float, num_classes: int):
         self.thresholds = check_thresholds(thresholds, num_classes, "cbst")
         self.alpha = check_alpha(alpha)
-        sig = tf.TensorSpec([None, None, num_classes], tf.float32)
-        tsig = tf.TensorSpec([num_classes], tf.float64)
-        a = self.alpha
-
-        @tf.function(input_signature=[sig, tsig], autograph=False)
-        def plain(probs, t):
-            return lrent_graph(probs, t, a)
-
-        @tf.function(input_signature=[sig, sig, tsig], autograph=False)
-        def with_priors(probs, scaled_priors, t):
-            return lrent_graph(potentials_graph(probs, scaled_priors), t, a)
-
-        self._plain, self._with_priors = plain, with_priors
+        self._run = _traced(lrent_graph, num_classes, self.alpha, jit=False)
 
     def __call__(self, probs: tf.Tensor, priors: np.ndarray | ScaledPriors | None = None,
                  name: str = "prob_map") -> tuple[tf.Tensor, tf.Tensor]:
         """((H, W, C) float32 soft labels, (H, W) uint8 hard labels; 255 = not selected)."""
-        if priors is not None and not isinstance(priors, ScaledPriors):
-            priors = ScaledPriors.of(priors)
-        if priors is None:
-            soft, labels, status = self._plain(probs, self.thresholds)
-        else:
-            soft, labels, status = self._with_priors(probs, priors.values, self.thresholds * priors.scale)
-        check_status(status, name)
+        soft, labels = self._run(probs, self.thresholds, priors, name)
         return soft, labels
 
 
@@ -138,30 +146,12 @@ class HardOfSoft:
 
     def __init__(self, thresholds: np.ndarray, alpha: float, num_classes: int):
         self.thresholds = check_thresholds(thresholds, num_classes, "cbst")
-        a = check_alpha(alpha)
-        sig = tf.TensorSpec([None, None, num_classes], tf.float32)
-        tsig = tf.TensorSpec([num_classes], tf.float64)
-
-        @tf.function(input_signature=[sig, tsig], autograph=False, jit_compile=True)
-        def plain(probs, t):
-            return lrent_labels_graph(probs, t, a)
-
-        @tf.function(input_signature=[sig, sig, tsig], autograph=False, jit_compile=True)
-        def with_priors(probs, scaled_priors, t):
-            return lrent_labels_graph(potentials_graph(probs, scaled_priors), t, a)
-
-        self._plain, self._with_priors = plain, with_priors
+        self._run = _traced(lrent_labels_graph, num_classes, check_alpha(alpha), jit=True)
 
     def __call__(self, probs: tf.Tensor, priors: np.ndarray | ScaledPriors | None = None,
                  name: str = "prob_map") -> tuple[np.ndarray, np.ndarray]:
         """((H, W) uint8 labels, (256,) int64 pixel counts of each label value)."""
-        if priors is not None and not isinstance(priors, ScaledPriors):
-            priors = ScaledPriors.of(priors)
-        if priors is None:
-            labels, status = self._plain(probs, self.thresholds)
-        else:
-            labels, status = self._with_priors(probs, priors.values, self.thresholds * priors.scale)
-        check_status(status, name)
+        (labels,) = self._run(probs, self.thresholds, priors, name)
         labels = labels.numpy()
         return labels, np.bincount(labels.ravel(), minlength=256).astype(np.int64)
 
