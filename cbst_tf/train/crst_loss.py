@@ -71,19 +71,12 @@ def regularized_pixels(labels: tf.Tensor, is_target: tf.Tensor, ignore_label: in
     return tf.cast(tf.logical_and(labelled, target), tf.float32)
 
 
-def regularizer_sum(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, kind: str,
-                    ignore_label: int = IGNORE_LABEL) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(sum of r(p) over the regularised pixels, their number)`` for one (local) batch."""
-    mask = regularized_pixels(labels, is_target, ignore_label)
-    return tf.reduce_sum(confidence_regularizer(logits, kind) * mask), tf.reduce_sum(mask)
-
-
 def regularized_sums(labels: tf.Tensor, logits: tf.Tensor, is_target: tf.Tensor, kind: str,
                      ignore_label: int = IGNORE_LABEL) -> tuple[tf.Tensor, tf.Tensor]:
     """``(cross-entropy sum over the labelled pixels, r(p) sum over the regularised pixels)`` of one
     (local) batch from ONE log-softmax.
 
-    Why not :func:`cbst_tf.train.loss.masked_cross_entropy_sum` plus :func:`regularizer_sum`: two
+    Why not :func:`cbst_tf.train.loss.masked_cross_entropy_sum` plus :func:`confidence_regularizer`: two
     full-resolution softmaxes and their gradients cost 10-17% of a step of the demo's small
     network; one shared ``log p`` costs 1-3% (``bench/crst_step.py``). The cross-entropy
     ``-log p_label`` then rounds differently from the fused sparse op in the last float32 bits,
